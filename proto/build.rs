@@ -1,0 +1,33 @@
+//! Compiles the `.proto` files with `protox` (pure Rust, no system `protoc`), generates
+//! prost types and their proto3-JSON serde impls (pbjson), and writes the descriptor set
+//! that the JSON Schema generator reads.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/agentmesh/config/v1/resources.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let fds = protox::compile(protos, ["proto"])?;
+    let descriptor_path = out.join("descriptor.bin");
+    std::fs::write(&descriptor_path, fds.encode_to_vec())?;
+
+    let mut config = prost_build::Config::new();
+    config
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_well_known_types()
+        .extern_path(".google.protobuf", "::pbjson_types");
+    config.compile_fds(fds)?;
+
+    let descriptors = std::fs::read(&descriptor_path)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .build(&[".agentmesh"])?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The agentmesh resource model.
+//!
+//! The messages are defined once, in `proto/agentmesh/config/v1/resources.proto`, and
+//! compiled here without a system `protoc`. Every message (de)serializes in the proto3
+//! JSON mapping (camelCase names, enums as strings, durations as `"1.5s"`), and unknown
+//! fields are rejected. This crate holds types only: validation and the conversion into
+//! the proxy's internal form live in `agentmesh-proxy`.
+
+pub mod schema;
+
+/// Version 1 of the configuration resources.
+#[allow(missing_docs, clippy::all)]
+pub mod config {
+    /// Version 1 of the configuration resources.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/agentmesh.config.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/agentmesh.config.v1.serde.rs"));
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every message in this crate, with source comments.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

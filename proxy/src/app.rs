@@ -1,0 +1,163 @@
+//! Process wiring for standalone mode: load the config, open binds and the admin ports,
+//! follow file changes, drain on SIGTERM.
+//!
+//! `main.rs` parses the command line and calls [`run`]; everything a running proxy is
+//! made of is assembled here, once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::config::{self, CompileContext, ConfigError, Store};
+use crate::http::upstream::{ConnectionObserver, UpstreamPool};
+use crate::listen::Listeners;
+use crate::telemetry::{LogControl, Metrics};
+
+/// Everything `run` needs, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The config file.
+    pub config: PathBuf,
+    /// Admin API address (loopback); `None` disables it.
+    pub admin_addr: Option<SocketAddr>,
+    /// Metrics address; `None` disables it.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Readiness address; `None` disables it.
+    pub ready_addr: Option<SocketAddr>,
+    /// How long a drain waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Whether to reload the file when it changes.
+    pub watch: bool,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bind or admin port could not be opened.
+    #[error("{0}")]
+    Listen(String),
+    /// The config file cannot be watched.
+    #[error("cannot watch the config file: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Counts upstream connections in the metrics.
+struct MetricsObserver(Arc<Metrics>);
+
+impl ConnectionObserver for MetricsObserver {
+    fn opened(&self, backend: &str) -> Box<dyn Send + Sync> {
+        Box::new(self.0.upstream_connection_opened(backend))
+    }
+
+    fn connect_failed(&self, backend: &str) {
+        self.0.record_upstream_connect_error(backend);
+    }
+}
+
+/// The shared parts needed to compile configs.
+pub fn compile_context(metrics: &Arc<Metrics>) -> CompileContext {
+    let observer: Arc<dyn ConnectionObserver> = Arc::new(MetricsObserver(metrics.clone()));
+    CompileContext {
+        upstreams: Arc::new(UpstreamPool::new(Some(observer))),
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains. Returns once drained.
+pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
+    let metrics = Metrics::new();
+    let ctx = compile_context(&metrics);
+    let config = config::load_file(&opts.config, &ctx)?;
+    metrics.record_config_reload("file", true);
+    let store = Store::new(config);
+    let listeners = Listeners::new(store.clone(), metrics.clone());
+    if let Some(e) = listeners.reconcile(&store.load()).into_iter().next() {
+        return Err(StartError::Listen(e.to_string()));
+    }
+    listeners.follow();
+
+    let readiness = Readiness::new();
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    if let Some(addr) = opts.ready_addr {
+        let l = bind_admin(addr, "--ready-addr").await?;
+        tokio::spawn(admin::serve_ready(
+            l,
+            readiness.clone(),
+            admin_stopped.clone(),
+        ));
+    }
+    if let Some(addr) = opts.metrics_addr {
+        let l = bind_admin(addr, "--metrics-addr").await?;
+        tokio::spawn(admin::serve_metrics(
+            l,
+            metrics.clone(),
+            admin_stopped.clone(),
+        ));
+    }
+    if let Some(addr) = opts.admin_addr {
+        let l = bind_admin(addr, "--admin-addr").await?;
+        let dump_store = store.clone();
+        let state = AdminState {
+            config_dump: Arc::new(move || crate::admin::dump::config_dump(&dump_store.load())),
+            logs,
+            readiness: readiness.clone(),
+        };
+        tokio::spawn(admin::serve_admin(l, state, admin_stopped.clone()));
+    }
+    let _watch = if opts.watch {
+        Some(config::watch::spawn(
+            opts.config.clone(),
+            store.clone(),
+            ctx,
+            metrics.clone(),
+        )?)
+    } else {
+        None
+    };
+    readiness.set_ready();
+    tracing::info!(config = %opts.config.display(), "agentmesh-proxy ready");
+
+    shutdown_signal().await;
+    tracing::info!(deadline = ?opts.drain_timeout, "draining: no new connections, finishing in-flight requests");
+    readiness.set_draining();
+    let left = listeners.drain(opts.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "drain deadline passed; closing remaining connections"
+        );
+    } else {
+        tracing::info!("drained");
+    }
+    let _ = stop_admin.send(true);
+    Ok(())
+}
+
+async fn bind_admin(addr: SocketAddr, flag: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen(format!("{flag} {addr}: cannot listen: {e}")))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the only way out is being killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

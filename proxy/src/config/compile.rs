@@ -1,0 +1,868 @@
+//! Resources → IR, exactly once, rejecting what is invalid.
+//!
+//! Every problem found is reported (not just the first), each naming the resource and
+//! the field. Compiling has side effects only on the upstream pool (clients are reused
+//! across reloads when their backend is unchanged) and reads certificate files.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentmesh_proto::config::v1 as pb;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::file::Resources;
+use super::ir::{self, Policies};
+use super::{ConfigError, FieldError};
+use crate::http::route::{
+    HostPattern, PathMatcher, RequestMatcher, RouteTable, ValueMatcher, anchored,
+};
+use crate::http::upstream::UpstreamPool;
+use crate::listen::tls;
+
+/// What compiling needs besides the resources.
+#[derive(Clone)]
+pub struct CompileContext {
+    /// Upstream clients, shared across reloads.
+    pub upstreams: Arc<UpstreamPool>,
+}
+
+/// Collects errors while compiling.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, resource: &str, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            resource: resource.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// Compiles flat resources into a runnable config.
+pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config, ConfigError> {
+    let mut errs = Errors::default();
+    let settings = settings(&resources.settings);
+
+    // Backends first: routes and mirrors refer to them.
+    let mut backends: HashMap<&str, Arc<ir::Backend>> = HashMap::new();
+    for b in &resources.backends {
+        let res = format!("backend {:?}", b.key);
+        if b.key.is_empty() {
+            errs.push("backend", "name", "must not be empty");
+            continue;
+        }
+        if backends.contains_key(b.key.as_str()) {
+            errs.push(&res, "name", "is used by another backend");
+            continue;
+        }
+        let kind = match &b.kind {
+            Some(pb::backend::Kind::Host(host)) => match ctx.upstreams.client(&b.key, host) {
+                Ok(client) => ir::BackendKind::Host(client),
+                Err(e) => {
+                    errs.push(&res, "host", e.to_string());
+                    continue;
+                }
+            },
+            None => {
+                errs.push(
+                    &res,
+                    "kind",
+                    "one backend kind must be set (for example `host`)",
+                );
+                continue;
+            }
+        };
+        backends.insert(
+            &b.key,
+            Arc::new(ir::Backend {
+                key: b.key.clone(),
+                kind,
+            }),
+        );
+    }
+
+    // Policies, grouped by target.
+    let mut by_target: HashMap<(u8, &str), (Policies, HashMap<&'static str, &str>)> =
+        HashMap::new();
+    let listener_keys: HashSet<&str> = resources.listeners.iter().map(|l| l.key.as_str()).collect();
+    let route_keys: HashSet<&str> = resources.routes.iter().map(|r| r.key.as_str()).collect();
+    let mut policy_keys = HashSet::new();
+    for p in &resources.policies {
+        let res = format!("policy {:?}", p.key);
+        if p.key.is_empty() {
+            errs.push("policy", "name", "must not be empty");
+            continue;
+        }
+        if !policy_keys.insert(p.key.as_str()) {
+            errs.push(&res, "name", "is used by another policy");
+            continue;
+        }
+        let target = match p.target.as_ref().and_then(|t| t.kind.as_ref()) {
+            Some(pb::policy_target::Kind::Listener(k)) if listener_keys.contains(k.as_str()) => {
+                (0, k.as_str())
+            }
+            Some(pb::policy_target::Kind::Route(k)) if route_keys.contains(k.as_str()) => {
+                (1, k.as_str())
+            }
+            Some(pb::policy_target::Kind::Backend(k)) if backends.contains_key(k.as_str()) => {
+                (2, k.as_str())
+            }
+            Some(other) => {
+                let (kind, key) = match other {
+                    pb::policy_target::Kind::Listener(k) => ("listener", k),
+                    pb::policy_target::Kind::Route(k) => ("route", k),
+                    pb::policy_target::Kind::Backend(k) => ("backend", k),
+                };
+                errs.push(
+                    &res,
+                    format!("target.{kind}"),
+                    format!("no {kind} has key {key:?}"),
+                );
+                continue;
+            }
+            None => {
+                errs.push(&res, "target", "must name a listener, route or backend");
+                continue;
+            }
+        };
+        let Some(spec) = &p.spec else { continue };
+        let compiled = policies(spec, &res, &backends, &mut errs);
+        let entry = by_target.entry(target).or_default();
+        for (kind, set) in kinds_set(&compiled) {
+            if !set {
+                continue;
+            }
+            if let Some(other) = entry.1.insert(kind, &p.key) {
+                errs.push(
+                    &res,
+                    kind,
+                    format!("is also set by policy {other:?} on the same target; set it once"),
+                );
+            }
+        }
+        entry.0 = entry.0.overlay(&compiled);
+    }
+    let policy_of = |level: u8, key: &str| {
+        by_target
+            .get(&(level, key))
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default()
+    };
+
+    // Routes, grouped by listener.
+    let mut routes_by_listener: HashMap<&str, Vec<Arc<ir::Route>>> = HashMap::new();
+    let mut seen_routes = HashSet::new();
+    let listener_policies: HashMap<&str, Policies> = resources
+        .listeners
+        .iter()
+        .map(|l| (l.key.as_str(), policy_of(0, &l.key)))
+        .collect();
+    for r in &resources.routes {
+        let res = format!("route {:?}", r.key);
+        if r.name.is_empty() && r.key.is_empty() {
+            errs.push("route", "name", "must not be empty");
+            continue;
+        }
+        if !seen_routes.insert(r.key.as_str()) {
+            errs.push(
+                &res,
+                "name",
+                "is used by another route of the same listener",
+            );
+            continue;
+        }
+        let Some(listener_policy) = listener_policies.get(r.listener_key.as_str()) else {
+            errs.push(
+                &res,
+                "listenerKey",
+                format!("no listener has key {:?}", r.listener_key),
+            );
+            continue;
+        };
+        let hostnames = hostnames(&r.hostnames, &res, &mut errs);
+        let mut matches = Vec::new();
+        for (i, m) in r.matches.iter().enumerate() {
+            if let Some(m) = request_matcher(m, &format!("matches[{i}]"), &res, &mut errs) {
+                matches.push(m);
+            }
+        }
+        if r.matches.is_empty() {
+            matches.push(RequestMatcher::any());
+        }
+        let route_policy = listener_policy.overlay(&policy_of(1, &r.key));
+        let mut route_backends = Vec::new();
+        for (i, rb) in r.backends.iter().enumerate() {
+            let Some(backend) = backends.get(rb.backend.as_str()) else {
+                errs.push(
+                    &res,
+                    format!("backends[{i}].backend"),
+                    format!("no backend is named {:?}", rb.backend),
+                );
+                continue;
+            };
+            let weight = rb.weight.unwrap_or(1);
+            if weight == 0 {
+                continue;
+            }
+            let policies = Arc::new(route_policy.overlay(&policy_of(2, &backend.key)));
+            route_backends.push(ir::RouteBackend {
+                backend: backend.clone(),
+                weight,
+                policies,
+            });
+        }
+        check_route_policies(&route_policy, &route_backends, &matches, &res, &mut errs);
+        routes_by_listener
+            .entry(r.listener_key.as_str())
+            .or_default()
+            .push(Arc::new(ir::Route {
+                key: r.key.clone(),
+                hostnames,
+                matches,
+                backends: route_backends,
+                policies: Arc::new(route_policy),
+            }));
+    }
+
+    // Listeners, grouped by bind.
+    let mut listeners_by_bind: HashMap<&str, Vec<&pb::Listener>> = HashMap::new();
+    let bind_keys: HashSet<&str> = resources.binds.iter().map(|b| b.key.as_str()).collect();
+    let mut seen_listeners = HashSet::new();
+    for l in &resources.listeners {
+        let res = format!("listener {:?}", l.key);
+        if l.name.is_empty() && l.key.is_empty() {
+            errs.push("listener", "name", "must not be empty");
+            continue;
+        }
+        if !seen_listeners.insert(l.key.as_str()) {
+            errs.push(&res, "name", "is used by another listener of the same bind");
+            continue;
+        }
+        if !bind_keys.contains(l.bind_key.as_str()) {
+            errs.push(&res, "bindKey", format!("no bind has key {:?}", l.bind_key));
+            continue;
+        }
+        listeners_by_bind
+            .entry(l.bind_key.as_str())
+            .or_default()
+            .push(l);
+    }
+
+    let mut binds = Vec::new();
+    let mut addrs = HashMap::new();
+    let mut seen_binds = HashSet::new();
+    for b in &resources.binds {
+        let res = format!("bind {:?}", b.key);
+        if b.key.is_empty() {
+            errs.push("bind", "name", "must not be empty");
+            continue;
+        }
+        if !seen_binds.insert(b.key.as_str()) {
+            errs.push(&res, "name", "is used by another bind");
+            continue;
+        }
+        let ip: IpAddr = if b.address.is_empty() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            match b.address.parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    errs.push(
+                        &res,
+                        "address",
+                        format!("{:?} is not an IP address", b.address),
+                    );
+                    continue;
+                }
+            }
+        };
+        let Ok(port) = u16::try_from(b.port) else {
+            errs.push(
+                &res,
+                "port",
+                format!("{} is not a TCP port (1-65535)", b.port),
+            );
+            continue;
+        };
+        if port == 0 {
+            errs.push(&res, "port", "must be set (1-65535)");
+            continue;
+        }
+        let addr = SocketAddr::new(ip, port);
+        if let Some(other) = addrs.insert(addr, b.key.as_str()) {
+            errs.push(
+                &res,
+                "port",
+                format!("{addr} is also used by bind {other:?}"),
+            );
+            continue;
+        }
+        let pb_listeners = listeners_by_bind.remove(b.key.as_str()).unwrap_or_default();
+        if pb_listeners.is_empty() {
+            errs.push(&res, "listeners", "a bind needs at least one listener");
+            continue;
+        }
+        let https = pb_listeners
+            .iter()
+            .filter(|l| l.protocol() == pb::ListenerProtocol::Https)
+            .count();
+        if https != 0 && https != pb_listeners.len() {
+            errs.push(
+                &res,
+                "listeners",
+                "listeners of one bind must all be HTTP or all be HTTPS",
+            );
+            continue;
+        }
+        let mut certificates = Vec::new();
+        let mut listeners = Vec::new();
+        let mut hostname_owner: HashMap<String, &str> = HashMap::new();
+        for l in pb_listeners {
+            let lres = format!("listener {:?}", l.key);
+            let hostnames = hostnames(&l.hostnames, &lres, &mut errs);
+            let names: Vec<String> = if l.hostnames.is_empty() {
+                vec!["(any)".into()]
+            } else {
+                l.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect()
+            };
+            for n in names {
+                if let Some(other) = hostname_owner.insert(n.clone(), &l.key) {
+                    errs.push(
+                        &lres,
+                        "hostnames",
+                        format!("{n} is also served by listener {other:?} on the same bind"),
+                    );
+                }
+            }
+            match (l.protocol(), &l.tls) {
+                (pb::ListenerProtocol::Https, Some(t)) if !t.certificates.is_empty() => {
+                    for (i, c) in t.certificates.iter().enumerate() {
+                        certificates.push((
+                            lres.clone(),
+                            format!("tls.certificates[{i}]"),
+                            c.clone(),
+                        ));
+                    }
+                }
+                (pb::ListenerProtocol::Https, _) => {
+                    errs.push(
+                        &lres,
+                        "tls.certificates",
+                        "an HTTPS listener needs at least one certificate",
+                    );
+                }
+                (pb::ListenerProtocol::Http, Some(_)) => {
+                    errs.push(&lres, "tls", "is only allowed when protocol is HTTPS");
+                }
+                (pb::ListenerProtocol::Http, None) => {}
+            }
+            let routes = routes_by_listener
+                .remove(l.key.as_str())
+                .unwrap_or_default();
+            listeners.push(Arc::new(ir::Listener {
+                key: l.key.clone(),
+                hostnames,
+                routes: RouteTable::new(&routes),
+            }));
+        }
+        let tls = if certificates.is_empty() {
+            None
+        } else {
+            match tls::server_config(&certificates) {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    errs.0.extend(e);
+                    None
+                }
+            }
+        };
+        binds.push(Arc::new(ir::Bind {
+            key: b.key.clone(),
+            addr,
+            tls,
+            listeners,
+        }));
+    }
+
+    if errs.0.is_empty() {
+        Ok(ir::Config {
+            settings,
+            binds,
+            resources,
+        })
+    } else {
+        Err(ConfigError::Invalid(errs.0))
+    }
+}
+
+fn settings(s: &pb::ProxySettings) -> ir::Settings {
+    let d = ir::Settings::default();
+    let or = |v: u64, default: u64| if v == 0 { default } else { v };
+    ir::Settings {
+        max_request_body_bytes: or(s.max_request_body_bytes, d.max_request_body_bytes),
+        max_request_header_bytes: or(
+            s.max_request_header_bytes.into(),
+            d.max_request_header_bytes as u64,
+        ) as usize,
+        max_replay_body_bytes: or(
+            s.max_replay_body_bytes.into(),
+            d.max_replay_body_bytes as u64,
+        ) as usize,
+    }
+}
+
+fn hostnames(list: &[String], res: &str, errs: &mut Errors) -> Vec<HostPattern> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            HostPattern::parse(h)
+                .map_err(|e| errs.push(res, format!("hostnames[{i}]"), e))
+                .ok()
+        })
+        .collect()
+}
+
+fn request_matcher(
+    m: &pb::RouteMatch,
+    field: &str,
+    res: &str,
+    errs: &mut Errors,
+) -> Option<RequestMatcher> {
+    let before = errs.0.len();
+    let path = match m.path.as_ref().and_then(|p| p.kind.as_ref()) {
+        None => PathMatcher::Prefix("/".into()),
+        Some(pb::path_match::Kind::Exact(p)) => PathMatcher::exact(p)
+            .map_err(|e| errs.push(res, format!("{field}.path.exact"), e))
+            .unwrap_or_else(|()| PathMatcher::Prefix("/".into())),
+        Some(pb::path_match::Kind::Prefix(p)) => PathMatcher::prefix(p)
+            .map_err(|e| errs.push(res, format!("{field}.path.prefix"), e))
+            .unwrap_or_else(|()| PathMatcher::Prefix("/".into())),
+        Some(pb::path_match::Kind::Regex(p)) => PathMatcher::regex(p)
+            .map_err(|e| errs.push(res, format!("{field}.path.regex"), e))
+            .unwrap_or_else(|()| PathMatcher::Prefix("/".into())),
+    };
+    let method = if m.method.is_empty() {
+        None
+    } else {
+        match Method::from_bytes(m.method.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => {
+                errs.push(
+                    res,
+                    format!("{field}.method"),
+                    format!("{:?} is not an HTTP method", m.method),
+                );
+                None
+            }
+        }
+    };
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let f = format!("{field}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            errs.push(
+                res,
+                format!("{f}.name"),
+                format!("{:?} is not a valid header name", h.name),
+            );
+            continue;
+        };
+        let value = match &h.kind {
+            Some(pb::header_match::Kind::Exact(v)) => Some(ValueMatcher::Exact(v.clone())),
+            Some(pb::header_match::Kind::Regex(r)) => anchored(r)
+                .map(ValueMatcher::Regex)
+                .map_err(|e| errs.push(res, format!("{f}.regex"), e))
+                .ok(),
+            Some(pb::header_match::Kind::Present(p)) => Some(ValueMatcher::Present(*p)),
+            None => {
+                errs.push(res, &f, "one of exact, regex or present must be set");
+                None
+            }
+        };
+        headers.extend(value.map(|v| (name, v)));
+    }
+    let mut query = Vec::new();
+    for (i, q) in m.query_params.iter().enumerate() {
+        let f = format!("{field}.queryParams[{i}]");
+        if q.name.is_empty() {
+            errs.push(res, format!("{f}.name"), "must not be empty");
+            continue;
+        }
+        let value = match &q.kind {
+            Some(pb::query_match::Kind::Exact(v)) => Some(ValueMatcher::Exact(v.clone())),
+            Some(pb::query_match::Kind::Regex(r)) => anchored(r)
+                .map(ValueMatcher::Regex)
+                .map_err(|e| errs.push(res, format!("{f}.regex"), e))
+                .ok(),
+            Some(pb::query_match::Kind::Present(p)) => Some(ValueMatcher::Present(*p)),
+            None => {
+                errs.push(res, &f, "one of exact, regex or present must be set");
+                None
+            }
+        };
+        query.extend(value.map(|v| (q.name.clone(), v)));
+    }
+    (errs.0.len() == before).then_some(RequestMatcher {
+        path,
+        method,
+        headers,
+        query,
+    })
+}
+
+/// Which policy kinds a compiled spec sets, by their config field name.
+fn kinds_set(p: &Policies) -> [(&'static str, bool); 9] {
+    [
+        ("requestHeaders", p.request_headers.is_some()),
+        ("responseHeaders", p.response_headers.is_some()),
+        ("redirect", p.redirect.is_some()),
+        ("urlRewrite", p.url_rewrite.is_some()),
+        ("directResponse", p.direct_response.is_some()),
+        ("cors", p.cors.is_some()),
+        ("timeouts", p.timeouts.is_some()),
+        ("retry", p.retry.is_some()),
+        ("mirror", p.mirror.is_some()),
+    ]
+}
+
+fn duration(
+    d: &pbjson_types::Duration,
+    res: &str,
+    field: &str,
+    errs: &mut Errors,
+) -> Option<Duration> {
+    match Duration::try_from(*d) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            errs.push(
+                res,
+                field,
+                "must be a non-negative duration such as \"1.5s\"",
+            );
+            None
+        }
+    }
+}
+
+fn policies(
+    spec: &pb::PolicySpec,
+    res: &str,
+    backends: &HashMap<&str, Arc<ir::Backend>>,
+    errs: &mut Errors,
+) -> Policies {
+    let field = |f: &str| format!("spec.{f}");
+    let mut out = Policies {
+        request_headers: spec
+            .request_headers
+            .as_ref()
+            .map(|h| Arc::new(header_mods(h, res, &field("requestHeaders"), errs))),
+        response_headers: spec
+            .response_headers
+            .as_ref()
+            .map(|h| Arc::new(header_mods(h, res, &field("responseHeaders"), errs))),
+        ..Policies::default()
+    };
+    if let Some(r) = &spec.redirect {
+        let status = match r.status {
+            0 => StatusCode::FOUND,
+            301 | 302 | 303 | 307 | 308 => {
+                StatusCode::from_u16(r.status as u16).unwrap_or(StatusCode::FOUND)
+            }
+            other => {
+                errs.push(
+                    res,
+                    field("redirect.status"),
+                    format!("{other} is not a redirect status (301, 302, 303, 307, 308)"),
+                );
+                StatusCode::FOUND
+            }
+        };
+        let scheme = match r.scheme.as_str() {
+            "" => None,
+            "http" | "https" => Some(r.scheme.clone()),
+            other => {
+                errs.push(
+                    res,
+                    field("redirect.scheme"),
+                    format!("{other:?} must be \"http\" or \"https\""),
+                );
+                None
+            }
+        };
+        let port = match u16::try_from(r.port) {
+            Ok(0) => None,
+            Ok(p) => Some(p),
+            Err(_) => {
+                errs.push(
+                    res,
+                    field("redirect.port"),
+                    format!("{} is not a TCP port", r.port),
+                );
+                None
+            }
+        };
+        if !r.host.is_empty()
+            && HostPattern::parse(&r.host).is_err()
+            && r.host.parse::<IpAddr>().is_err()
+        {
+            errs.push(
+                res,
+                field("redirect.host"),
+                format!("{:?} is not a valid hostname", r.host),
+            );
+        }
+        out.redirect = Some(Arc::new(ir::Redirect {
+            scheme,
+            host: (!r.host.is_empty()).then(|| r.host.clone()),
+            port,
+            path: path_rewrite(r.path.as_ref(), res, &field("redirect.path"), errs),
+            status,
+        }));
+    }
+    if let Some(rw) = &spec.url_rewrite {
+        let host = if rw.host.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&rw.host)
+                .map_err(|_| {
+                    errs.push(
+                        res,
+                        field("urlRewrite.host"),
+                        format!("{:?} is not a valid host", rw.host),
+                    )
+                })
+                .ok()
+        };
+        out.url_rewrite = Some(Arc::new(ir::UrlRewrite {
+            host,
+            path: path_rewrite(rw.path.as_ref(), res, &field("urlRewrite.path"), errs),
+        }));
+    }
+    if let Some(d) = &spec.direct_response {
+        let status = match u16::try_from(d.status)
+            .ok()
+            .filter(|s| (200..=599).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+        {
+            Some(s) => s,
+            None => {
+                errs.push(
+                    res,
+                    field("directResponse.status"),
+                    format!("{} is not a status between 200 and 599", d.status),
+                );
+                StatusCode::OK
+            }
+        };
+        out.direct_response = Some(Arc::new(ir::DirectResponse {
+            status,
+            body: bytes::Bytes::from(d.body.clone()),
+        }));
+    }
+    if let Some(c) = &spec.cors {
+        out.cors = Some(Arc::new(crate::policy::cors::compile(
+            c,
+            res,
+            &field("cors"),
+            &mut |f, e| errs.push(res, f, e),
+        )));
+    }
+    if let Some(t) = &spec.timeouts {
+        out.timeouts = Some(ir::Timeouts {
+            request: t
+                .request
+                .as_ref()
+                .and_then(|d| duration(d, res, &field("timeouts.request"), errs)),
+            backend_request: t
+                .backend_request
+                .as_ref()
+                .and_then(|d| duration(d, res, &field("timeouts.backendRequest"), errs)),
+        });
+    }
+    if let Some(r) = &spec.retry {
+        let mut codes = Vec::new();
+        for (i, c) in r.codes.iter().enumerate() {
+            match u16::try_from(*c)
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                Some(s) => codes.push(s),
+                None => errs.push(
+                    res,
+                    field(&format!("retry.codes[{i}]")),
+                    format!("{c} is not an HTTP status"),
+                ),
+            }
+        }
+        if r.codes.is_empty() {
+            codes = vec![
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::GATEWAY_TIMEOUT,
+            ];
+        }
+        if r.attempts > 10 {
+            errs.push(
+                res,
+                field("retry.attempts"),
+                format!("{} is more than the limit of 10", r.attempts),
+            );
+        }
+        out.retry = Some(Arc::new(ir::Retry {
+            attempts: r.attempts.min(10),
+            backoff: r
+                .backoff
+                .as_ref()
+                .and_then(|d| duration(d, res, &field("retry.backoff"), errs))
+                .unwrap_or(Duration::from_millis(25)),
+            codes,
+            on_connect_error: r.on_connect_error.unwrap_or(true),
+        }));
+    }
+    if let Some(m) = &spec.mirror {
+        let percentage = m.percentage.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&percentage) {
+            errs.push(
+                res,
+                field("mirror.percentage"),
+                format!("{percentage} is not between 0 and 100"),
+            );
+        }
+        match backends.get(m.backend.as_str()) {
+            Some(b) => {
+                out.mirror = Some(Arc::new(ir::Mirror {
+                    backend: b.clone(),
+                    percentage,
+                }))
+            }
+            None => errs.push(
+                res,
+                field("mirror.backend"),
+                format!("no backend is named {:?}", m.backend),
+            ),
+        }
+    }
+    out
+}
+
+fn path_rewrite(
+    p: Option<&pb::PathRewrite>,
+    res: &str,
+    field: &str,
+    errs: &mut Errors,
+) -> Option<ir::PathRewrite> {
+    match p?.kind.as_ref() {
+        Some(pb::path_rewrite::Kind::Full(f)) if f.starts_with('/') => {
+            Some(ir::PathRewrite::Full(f.clone()))
+        }
+        Some(pb::path_rewrite::Kind::Prefix(f)) if f.starts_with('/') => {
+            Some(ir::PathRewrite::Prefix(f.clone()))
+        }
+        Some(pb::path_rewrite::Kind::Full(f) | pb::path_rewrite::Kind::Prefix(f)) => {
+            errs.push(res, field, format!("{f:?} must start with \"/\""));
+            None
+        }
+        None => {
+            errs.push(res, field, "one of full or prefix must be set");
+            None
+        }
+    }
+}
+
+fn header_mods(
+    h: &pb::HeaderModifier,
+    res: &str,
+    field: &str,
+    errs: &mut Errors,
+) -> ir::HeaderMods {
+    let pair = |list: &[pb::Header], what: &str, errs: &mut Errors| {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| {
+                        errs.push(
+                            res,
+                            format!("{field}.{what}[{i}].name"),
+                            format!("{:?} is not a valid header name", h.name),
+                        )
+                    })
+                    .ok()?;
+                let value = HeaderValue::from_str(&h.value)
+                    .map_err(|_| {
+                        errs.push(
+                            res,
+                            format!("{field}.{what}[{i}].value"),
+                            "is not a valid header value",
+                        )
+                    })
+                    .ok()?;
+                Some((name, value))
+            })
+            .collect()
+    };
+    let set = pair(&h.set, "set", errs);
+    let add = pair(&h.add, "add", errs);
+    let remove = h
+        .remove
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| {
+                    errs.push(
+                        res,
+                        format!("{field}.remove[{i}]"),
+                        format!("{n:?} is not a valid header name"),
+                    )
+                })
+                .ok()
+        })
+        .collect();
+    ir::HeaderMods { set, add, remove }
+}
+
+/// Checks that apply to a route's effective policies as a whole.
+fn check_route_policies(
+    policy: &Policies,
+    backends: &[ir::RouteBackend],
+    matches: &[RequestMatcher],
+    res: &str,
+    errs: &mut Errors,
+) {
+    let answers_itself = policy.redirect.is_some() || policy.direct_response.is_some();
+    if backends.is_empty() && !answers_itself {
+        errs.push(
+            res,
+            "backends",
+            "a route needs a backend, unless a redirect or direct response answers it",
+        );
+    }
+    let uses_prefix = |p: &Option<ir::PathRewrite>| matches!(p, Some(ir::PathRewrite::Prefix(_)));
+    let prefix_rewrite = policy
+        .redirect
+        .as_ref()
+        .is_some_and(|r| uses_prefix(&r.path))
+        || policy
+            .url_rewrite
+            .as_ref()
+            .is_some_and(|r| uses_prefix(&r.path))
+        || backends.iter().any(|b| {
+            b.policies
+                .url_rewrite
+                .as_ref()
+                .is_some_and(|r| uses_prefix(&r.path))
+        });
+    if prefix_rewrite && matches.iter().any(|m| m.path.matched_prefix().is_none()) {
+        errs.push(
+            res,
+            "matches",
+            "a prefix rewrite needs every match of the route to use a path prefix",
+        );
+    }
+}

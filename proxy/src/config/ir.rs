@@ -1,0 +1,310 @@
+//! The internal form of a configuration: what the request path reads.
+//!
+//! Everything here is already validated and compiled (regexes, certificates, upstream
+//! clients, resolved references, effective policies), so serving a request never parses
+//! or looks anything up by name. A `Config` is immutable; a reload builds a new one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::file::Resources;
+use crate::http::route::{HostPattern, RequestMatcher, RouteTable};
+use crate::http::upstream::UpstreamClient;
+
+/// A complete, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Process-wide limits.
+    pub settings: Settings,
+    /// Binds by config order.
+    pub binds: Vec<Arc<Bind>>,
+    /// The resources this config was compiled from (for `config_dump`).
+    pub resources: Resources,
+}
+
+impl Config {
+    /// Finds a bind by key.
+    pub fn bind(&self, key: &str) -> Option<&Arc<Bind>> {
+        self.binds.iter().find(|b| b.key == key)
+    }
+}
+
+/// Process-wide limits, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Largest request body accepted.
+    pub max_request_body_bytes: u64,
+    /// Largest request head.
+    pub max_request_header_bytes: usize,
+    /// Largest body buffered for replay (retries, mirrors).
+    pub max_replay_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_request_body_bytes: 10 * 1024 * 1024,
+            max_request_header_bytes: 64 * 1024,
+            max_replay_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A socket the proxy accepts connections on.
+#[derive(Debug)]
+pub struct Bind {
+    /// Key.
+    pub key: String,
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// TLS termination for the whole bind (all its listeners are HTTPS), choosing the
+    /// certificate by SNI.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Listeners, in config order.
+    pub listeners: Vec<Arc<Listener>>,
+}
+
+impl Bind {
+    /// Picks the listener for a request host: an exact hostname first, then the longest
+    /// wildcard, then a listener without hostnames.
+    pub fn listener_for(&self, host: Option<&str>) -> Option<&Arc<Listener>> {
+        let mut best: Option<(&Arc<Listener>, (u8, usize))> = None;
+        for listener in &self.listeners {
+            let rank = if listener.hostnames.is_empty() {
+                Some((0, 0))
+            } else {
+                host.and_then(|h| {
+                    listener
+                        .hostnames
+                        .iter()
+                        .filter(|p| p.matches(h))
+                        .map(HostPattern::specificity)
+                        .max()
+                })
+            };
+            if let Some(rank) = rank
+                && best.as_ref().is_none_or(|(_, r)| rank > *r)
+            {
+                best = Some((listener, rank));
+            }
+        }
+        best.map(|(l, _)| l)
+    }
+}
+
+/// A set of hostnames on a bind, with its routes.
+#[derive(Debug)]
+pub struct Listener {
+    /// Key.
+    pub key: String,
+    /// Hostnames; empty takes any host.
+    pub hostnames: Vec<HostPattern>,
+    /// Routes in precedence order.
+    pub routes: RouteTable,
+}
+
+/// A routing rule.
+#[derive(Debug)]
+pub struct Route {
+    /// Key.
+    pub key: String,
+    /// Route hostnames; empty takes all of the listener's.
+    pub hostnames: Vec<HostPattern>,
+    /// Conditions (at least one; an empty list in config becomes "any").
+    pub matches: Vec<RequestMatcher>,
+    /// Weighted backends.
+    pub backends: Vec<RouteBackend>,
+    /// Effective policies when no backend is involved (listener, then route).
+    pub policies: Arc<Policies>,
+}
+
+/// A backend of a route, with the policies that apply when it is chosen.
+#[derive(Debug)]
+pub struct RouteBackend {
+    /// The backend.
+    pub backend: Arc<Backend>,
+    /// Relative weight (> 0; zero-weight backends are dropped at compile time).
+    pub weight: u32,
+    /// Effective policies: listener, then route, then backend, the most specific winning.
+    pub policies: Arc<Policies>,
+}
+
+/// An upstream destination.
+#[derive(Debug)]
+pub struct Backend {
+    /// Key.
+    pub key: String,
+    /// What kind of backend it is, and the handler that serves it.
+    pub kind: BackendKind,
+}
+
+/// Backend kinds. Protocol handlers (MCP, A2A, LLM) add variants here.
+#[derive(Debug)]
+pub enum BackendKind {
+    /// A plain HTTP upstream.
+    Host(Arc<UpstreamClient>),
+}
+
+/// The effective traffic policies for a request; each kind comes from the most specific
+/// level that sets it.
+#[derive(Debug, Default, Clone)]
+pub struct Policies {
+    /// Request header changes.
+    pub request_headers: Option<Arc<HeaderMods>>,
+    /// Response header changes.
+    pub response_headers: Option<Arc<HeaderMods>>,
+    /// Redirect answered by the proxy.
+    pub redirect: Option<Arc<Redirect>>,
+    /// Host/path rewrite.
+    pub url_rewrite: Option<Arc<UrlRewrite>>,
+    /// Fixed response.
+    pub direct_response: Option<Arc<DirectResponse>>,
+    /// CORS.
+    pub cors: Option<Arc<Cors>>,
+    /// Time limits.
+    pub timeouts: Option<Timeouts>,
+    /// Retries.
+    pub retry: Option<Arc<Retry>>,
+    /// Mirroring.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+impl Policies {
+    /// Layers `more` (more specific) over `self`.
+    pub fn overlay(&self, more: &Policies) -> Policies {
+        fn pick<T: Clone>(base: &Option<T>, over: &Option<T>) -> Option<T> {
+            over.clone().or_else(|| base.clone())
+        }
+        Policies {
+            request_headers: pick(&self.request_headers, &more.request_headers),
+            response_headers: pick(&self.response_headers, &more.response_headers),
+            redirect: pick(&self.redirect, &more.redirect),
+            url_rewrite: pick(&self.url_rewrite, &more.url_rewrite),
+            direct_response: pick(&self.direct_response, &more.direct_response),
+            cors: pick(&self.cors, &more.cors),
+            timeouts: pick(&self.timeouts, &more.timeouts),
+            retry: pick(&self.retry, &more.retry),
+            mirror: pick(&self.mirror, &more.mirror),
+        }
+    }
+}
+
+/// Header changes: set, then add, then remove.
+#[derive(Debug, Default)]
+pub struct HeaderMods {
+    /// Replace.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Append.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// Remove.
+    pub remove: Vec<HeaderName>,
+}
+
+/// A path replacement.
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    /// Replace the whole path.
+    Full(String),
+    /// Replace the matched prefix.
+    Prefix(String),
+}
+
+/// A redirect.
+#[derive(Debug)]
+pub struct Redirect {
+    /// New scheme.
+    pub scheme: Option<String>,
+    /// New host.
+    pub host: Option<String>,
+    /// New port.
+    pub port: Option<u16>,
+    /// New path.
+    pub path: Option<PathRewrite>,
+    /// Status code.
+    pub status: StatusCode,
+}
+
+/// A rewrite before forwarding.
+#[derive(Debug)]
+pub struct UrlRewrite {
+    /// New authority.
+    pub host: Option<HeaderValue>,
+    /// New path.
+    pub path: Option<PathRewrite>,
+}
+
+/// A fixed response.
+#[derive(Debug)]
+pub struct DirectResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: bytes::Bytes,
+}
+
+/// CORS settings.
+#[derive(Debug)]
+pub struct Cors {
+    /// Allowed origins.
+    pub allow_origins: Vec<OriginPattern>,
+    /// `Access-Control-Allow-Methods` value.
+    pub allow_methods: Option<HeaderValue>,
+    /// `Access-Control-Allow-Headers` value.
+    pub allow_headers: Option<HeaderValue>,
+    /// `Access-Control-Expose-Headers` value.
+    pub expose_headers: Option<HeaderValue>,
+    /// Whether credentials are allowed.
+    pub allow_credentials: bool,
+    /// `Access-Control-Max-Age` value.
+    pub max_age: Option<HeaderValue>,
+}
+
+/// An allowed CORS origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// Any origin.
+    Any,
+    /// Exactly this origin (lowercase).
+    Exact(String),
+    /// `scheme://*.suffix`: scheme and the host suffix (lowercase, with leading `.`).
+    Wildcard {
+        /// `https://` or `http://`.
+        scheme: String,
+        /// Host suffix with leading dot, possibly with a port.
+        suffix: String,
+    },
+}
+
+/// Time limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// Whole request until the response head.
+    pub request: Option<Duration>,
+    /// Each backend attempt until the response head.
+    pub backend_request: Option<Duration>,
+}
+
+/// Retry settings.
+#[derive(Debug)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Initial backoff, doubled per retry.
+    pub backoff: Duration,
+    /// Statuses that trigger a retry.
+    pub codes: Vec<StatusCode>,
+    /// Whether connect failures trigger a retry.
+    pub on_connect_error: bool,
+}
+
+/// Mirroring settings.
+#[derive(Debug)]
+pub struct Mirror {
+    /// Where copies go.
+    pub backend: Arc<Backend>,
+    /// Share of requests copied, 0.0-100.0.
+    pub percentage: f64,
+}

@@ -1,0 +1,79 @@
+//! Hot reload of the local config file.
+//!
+//! The file's directory is watched (so editors that write a new file and rename it over
+//! the old one are seen), changes are debounced, and the file is reloaded. A valid config
+//! replaces the running one atomically; an invalid one is rejected with the reason logged
+//! and counted, and the running config keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::{CompileContext, Store, load_file};
+use crate::telemetry::metrics::Metrics;
+
+/// How long to wait after a change for more changes before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Reloads `path` into `store` whenever it changes, until the process ends. Returns an
+/// error only when the watch cannot be set up.
+pub fn spawn(
+    path: PathBuf,
+    store: Arc<Store>,
+    ctx: CompileContext,
+    metrics: Arc<Metrics>,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let file_name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && (event.kind.is_modify() || event.kind.is_create())
+            && event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(tokio::spawn(async move {
+        // The watcher lives as long as this task.
+        let _watcher = watcher;
+        let mut last = std::fs::read(&path).ok();
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let now = std::fs::read(&path).ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            reload(&path, &store, &ctx, &metrics);
+        }
+    }))
+}
+
+/// Loads the file once and installs it if valid. Returns whether it was applied.
+pub fn reload(path: &Path, store: &Store, ctx: &CompileContext, metrics: &Metrics) -> bool {
+    match load_file(path, ctx) {
+        Ok(config) => {
+            store.replace(config);
+            metrics.record_config_reload("file", true);
+            tracing::info!(path = %path.display(), "config reloaded");
+            true
+        }
+        Err(e) => {
+            metrics.record_config_reload("file", false);
+            tracing::warn!(path = %path.display(), error = %e, "config change rejected; still serving the previous config");
+            false
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Route filters that reshape a request or answer it: header changes, redirects, URL
+//! rewrites and direct responses. Pure functions on request and response heads.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Response, Uri};
+
+use crate::config::ir::{DirectResponse, HeaderMods, PathRewrite, Redirect, UrlRewrite};
+use crate::http::body::{self, Body};
+
+/// Applies header changes: set, then add, then remove.
+pub fn apply_header_mods(mods: &HeaderMods, headers: &mut HeaderMap) {
+    for (name, value) in &mods.set {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &mods.add {
+        headers.append(name.clone(), value.clone());
+    }
+    for name in &mods.remove {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a path: the whole of it, or the prefix the route matched.
+pub fn rewrite_path(path: &str, rewrite: &PathRewrite, matched_prefix: Option<&str>) -> String {
+    match rewrite {
+        PathRewrite::Full(p) => p.clone(),
+        PathRewrite::Prefix(new) => {
+            let rest = match matched_prefix {
+                Some("/") => path,
+                Some(prefix) => path.strip_prefix(prefix).unwrap_or(path),
+                None => path,
+            };
+            match (new.ends_with('/'), rest.starts_with('/')) {
+                (true, true) => format!("{new}{}", &rest[1..]),
+                (false, false) if !rest.is_empty() => format!("{new}/{rest}"),
+                _ if rest.is_empty() && new.is_empty() => "/".to_string(),
+                _ => format!("{new}{rest}"),
+            }
+        }
+    }
+}
+
+fn with_query(path: String, uri: &Uri) -> String {
+    match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+/// Builds the redirect response for a request.
+pub fn redirect(
+    r: &Redirect,
+    uri: &Uri,
+    host: Option<&str>,
+    tls: bool,
+    matched_prefix: Option<&str>,
+) -> Response<Body> {
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| if tls { "https" } else { "http" }.to_string());
+    let host = r
+        .host
+        .clone()
+        .or_else(|| host.map(str::to_string))
+        .unwrap_or_default();
+    // Keep the request's port only when neither scheme nor port changes; drop default ports.
+    let port = r
+        .port
+        .filter(|p| !matches!((scheme.as_str(), p), ("http", 80) | ("https", 443)));
+    let authority = match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    };
+    let path = match &r.path {
+        Some(rw) => rewrite_path(uri.path(), rw, matched_prefix),
+        None => uri.path().to_string(),
+    };
+    let location = format!("{scheme}://{authority}{}", with_query(path, uri));
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = r.status;
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    resp
+}
+
+/// Applies a URL rewrite to the request head in place.
+pub fn rewrite(
+    rw: &UrlRewrite,
+    uri: &mut Uri,
+    headers: &mut HeaderMap,
+    matched_prefix: Option<&str>,
+) {
+    if let Some(path) = &rw.path {
+        let new = with_query(rewrite_path(uri.path(), path, matched_prefix), uri);
+        if let Ok(pq) = PathAndQuery::try_from(new) {
+            let mut parts = std::mem::take(uri).into_parts();
+            parts.path_and_query = Some(pq);
+            *uri = Uri::from_parts(parts).unwrap_or_default();
+        }
+    }
+    if let Some(host) = &rw.host {
+        headers.insert(header::HOST, host.clone());
+        if uri.authority().is_some()
+            && let Ok(authority) = Authority::try_from(host.as_bytes())
+        {
+            let mut parts = std::mem::take(uri).into_parts();
+            parts.authority = Some(authority);
+            if parts.scheme.is_none() {
+                parts.scheme = Some(Scheme::HTTP);
+            }
+            *uri = Uri::from_parts(parts).unwrap_or_default();
+        }
+    }
+}
+
+/// Builds a direct response.
+pub fn direct_response(d: &DirectResponse) -> Response<Body> {
+    let mut resp = Response::new(body::full(d.body.clone()));
+    *resp.status_mut() = d.status;
+    if !d.body.is_empty() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrite_replaces_only_the_matched_prefix() {
+        let rw = PathRewrite::Prefix("/v2".into());
+        assert_eq!(rewrite_path("/api/users", &rw, Some("/api")), "/v2/users");
+        assert_eq!(rewrite_path("/api", &rw, Some("/api")), "/v2");
+        let root = PathRewrite::Prefix("/".into());
+        assert_eq!(rewrite_path("/api/users", &root, Some("/api")), "/users");
+        assert_eq!(rewrite_path("/api", &root, Some("/api")), "/");
+        let slash = PathRewrite::Prefix("/v2/".into());
+        assert_eq!(
+            rewrite_path("/api/users", &slash, Some("/api")),
+            "/v2/users"
+        );
+    }
+
+    #[test]
+    fn redirect_keeps_query_and_drops_default_port() {
+        let r = Redirect {
+            scheme: Some("https".into()),
+            host: None,
+            port: Some(443),
+            path: None,
+            status: http::StatusCode::MOVED_PERMANENTLY,
+        };
+        let uri: Uri = "/a/b?x=1".parse().unwrap();
+        let resp = redirect(&r, &uri, Some("example.com"), false, None);
+        assert_eq!(resp.status(), 301);
+        assert_eq!(resp.headers()["location"], "https://example.com/a/b?x=1");
+    }
+}

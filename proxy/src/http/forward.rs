@@ -1,0 +1,232 @@
+//! Forwarding to a `host` backend: per-try timeouts, retries with backoff, mirroring and
+//! protocol upgrades (WebSocket and other `Upgrade` handshakes).
+//!
+//! Bodies stream both ways. A request body is buffered only when a retry or mirror needs
+//! to send it twice and it is known to be small (`max_replay_body_bytes`); otherwise it
+//! streams and the request is tried once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+
+use crate::config::ir::{Backend, BackendKind, Policies};
+use crate::http::body::{self, Body};
+use crate::http::error::ProxyError;
+use crate::http::upstream::{UpstreamClient, UpstreamErrorKind};
+use crate::telemetry::metrics::{Metrics, MirrorOutcome};
+
+/// A request head that can be sent more than once.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Method.
+    pub method: http::Method,
+    /// URI (origin-form or absolute).
+    pub uri: http::Uri,
+    /// Version the client spoke.
+    pub version: http::Version,
+    /// Headers, hop-by-hop ones already removed.
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The request body as forwarding sees it.
+pub enum OutboundBody {
+    /// Fully read, small: can be sent again.
+    Replayable(Bytes),
+    /// Streaming: sent once.
+    Streaming(Body),
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, and those the `Connection` header names. `Upgrade` (and a
+/// `Connection: upgrade`) is kept when `upgrade` is true.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether a request asks for a protocol upgrade.
+pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Sends a request to a backend with the route's retry and timeout policies, mirroring
+/// it when a mirror policy says so. `upgrade` is the client side of a pending upgrade.
+pub async fn forward(
+    backend: &Backend,
+    head: Head,
+    body: OutboundBody,
+    policies: &Policies,
+    metrics: &Arc<Metrics>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+    let BackendKind::Host(client) = &backend.kind;
+    if let (Some(mirror), OutboundBody::Replayable(bytes)) = (&policies.mirror, &body)
+        && rand::random::<f64>() * 100.0 < mirror.percentage
+    {
+        spawn_mirror(
+            mirror.backend.clone(),
+            head.clone(),
+            bytes.clone(),
+            metrics.clone(),
+        );
+    }
+    let per_try = policies.timeouts.and_then(|t| t.backend_request);
+    let (mut body, replay) = match body {
+        OutboundBody::Replayable(b) => (None, Some(b)),
+        OutboundBody::Streaming(b) => (Some(b), None),
+    };
+    let retry = policies.retry.as_deref().filter(|_| replay.is_some());
+    let attempts = retry.map_or(1, |r| r.attempts + 1);
+    let mut backoff = retry.map_or(Duration::ZERO, |r| r.backoff);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= attempts;
+        let req_body = match (&replay, body.take()) {
+            (Some(bytes), _) => body::full(bytes.clone()),
+            (None, Some(b)) => b,
+            (None, None) => body::empty(),
+        };
+        let result = send_once(client, &backend.key, head.request(req_body), per_try).await;
+        let retry_this = match (&result, retry) {
+            (_, None) => false,
+            (Ok(resp), Some(r)) => r.codes.contains(&resp.status()),
+            (Err(ProxyError::Upstream(e)), Some(r)) if e.kind() == UpstreamErrorKind::Connect => {
+                r.on_connect_error || r.codes.contains(&StatusCode::SERVICE_UNAVAILABLE)
+            }
+            (Err(e), Some(r)) => r.codes.contains(&e.status()),
+        };
+        if !retry_this || last {
+            let mut resp = result?;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_side) = upgrade
+            {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(splice_upgrade(
+                    client_side,
+                    upstream_side,
+                    backend.key.clone(),
+                ));
+            }
+            return Ok(resp);
+        }
+        metrics.record_retry(&backend.key);
+        match &result {
+            Ok(resp) => {
+                tracing::debug!(backend = %backend.key, status = %resp.status(), attempt, "retrying")
+            }
+            Err(e) => tracing::debug!(backend = %backend.key, error = %e, attempt, "retrying"),
+        }
+        drop(result);
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2);
+    }
+}
+
+async fn send_once(
+    client: &UpstreamClient,
+    backend: &str,
+    req: Request<Body>,
+    per_try: Option<Duration>,
+) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+    match per_try {
+        Some(limit) => tokio::time::timeout(limit, client.send(req))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout {
+                backend: backend.to_string(),
+                timeout: limit,
+            })?
+            .map_err(ProxyError::from),
+        None => client.send(req).await.map_err(ProxyError::from),
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and backend connection.
+async fn splice_upgrade(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    backend: String,
+) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(backend, error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Err(e) => tracing::debug!(backend, error = %e, "protocol upgrade failed"),
+    }
+}
+
+/// How long a mirrored request may take; its answer is read and thrown away.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn spawn_mirror(backend: Arc<Backend>, head: Head, body: Bytes, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let BackendKind::Host(client) = &backend.kind;
+        let req = head.request(body::full(body));
+        let outcome = match tokio::time::timeout(MIRROR_TIMEOUT, client.send(req)).await {
+            Ok(Ok(resp)) => {
+                let _ = resp.into_body().collect().await;
+                MirrorOutcome::Sent
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend.key, error = %e, "mirrored request failed");
+                MirrorOutcome::Failed
+            }
+            Err(_) => MirrorOutcome::Failed,
+        };
+        metrics.record_mirror_request(&backend.key, outcome);
+    });
+}

@@ -1,0 +1,370 @@
+//! The request pipeline: one function from a client request to the response.
+//!
+//! Order (DESIGN.md "Request pipeline order"): pick listener and route → choose the
+//! backend → CORS → request header changes → redirect → URL rewrite → direct response →
+//! backend handler (for `host` backends: forward with timeouts, retries and mirror) →
+//! response header changes and CORS headers. Authentication, authorization and rate
+//! limits slot in before the header changes; protocol handlers (MCP, A2A, LLM) are
+//! backend kinds dispatched in `call_backend`. Every request is counted once, at the end.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+
+use crate::config::Store;
+use crate::config::ir::{Backend, Config, Policies, Route, RouteBackend};
+use crate::http::body::{self, Body};
+use crate::http::error::ProxyError;
+use crate::http::filters;
+use crate::http::forward::{self, Head, OutboundBody};
+use crate::http::limit::LimitedBody;
+use crate::http::route::{RequestView, request_host};
+use crate::telemetry::metrics::{Metrics, RequestLabels};
+
+/// What the listener layer knows about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    /// Key of the bind that accepted it.
+    pub bind_key: Arc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether TLS was terminated.
+    pub tls: bool,
+    /// SNI the client sent, if TLS.
+    pub sni: Option<String>,
+}
+
+/// The per-connection HTTP service: reads the current config for every request.
+#[derive(Clone)]
+pub struct HttpService {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    conn: Arc<ConnContext>,
+}
+
+impl HttpService {
+    /// A service for one accepted connection.
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, conn: ConnContext) -> Self {
+        HttpService {
+            store,
+            metrics,
+            conn: Arc::new(conn),
+        }
+    }
+
+    /// Serves one request.
+    pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let config = self.store.load();
+        let method = req.method().clone();
+        let mut tags = Tags::default();
+        let result = self.route_and_serve(&config, req, &mut tags).await;
+        let response = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.metrics.record_request_error(
+                    &tags.listener,
+                    &tags.route,
+                    &tags.backend,
+                    e.reason(),
+                );
+                if e.status().is_server_error() {
+                    tracing::warn!(listener = %tags.listener, route = %tags.route, backend = %tags.backend, error = %e, "request failed");
+                } else {
+                    tracing::debug!(listener = %tags.listener, route = %tags.route, error = %e, "request refused");
+                }
+                let mut resp = e.to_response();
+                if let Some(p) = &tags.policies {
+                    finish_response(p, tags.origin.as_ref(), &mut resp);
+                }
+                resp
+            }
+        };
+        let labels = RequestLabels {
+            listener: tags.listener,
+            route: tags.route,
+            backend: tags.backend,
+            method: method.to_string(),
+            status: response.status().as_u16(),
+        };
+        self.metrics.record_request(&labels, start.elapsed());
+        response
+    }
+
+    async fn route_and_serve(
+        &self,
+        config: &Arc<Config>,
+        req: Request<Incoming>,
+        tags: &mut Tags,
+    ) -> Result<Response<Body>, ProxyError> {
+        let host = request_host(req.uri(), req.headers());
+        let host = host.as_deref();
+        let bind = config.bind(&self.conn.bind_key).ok_or_else(|| {
+            ProxyError::NoRoute(format!(
+                "bind {:?} is no longer configured",
+                self.conn.bind_key
+            ))
+        })?;
+        let listener = bind
+            .listener_for(host.or(self.conn.sni.as_deref()))
+            .ok_or_else(|| {
+                ProxyError::NoRoute(format!(
+                    "no listener on bind {:?} serves host {:?}",
+                    bind.key,
+                    host.unwrap_or("")
+                ))
+            })?;
+        tags.listener = listener.key.clone();
+        let view = RequestView::new(host, req.uri(), req.method(), req.headers());
+        let Some(hit) = listener.routes.find(&view) else {
+            return Err(ProxyError::NoRoute(format!(
+                "no route matched {} {}{} on listener {:?}",
+                req.method(),
+                host.unwrap_or(""),
+                req.uri().path(),
+                listener.key
+            )));
+        };
+        let route = hit.route.clone();
+        let matched_prefix = hit.matcher.path.matched_prefix().map(str::to_string);
+        tags.route = route.key.clone();
+        let chosen = choose_backend(&route);
+        let policies = chosen.map_or(&route.policies, |b| &b.policies).clone();
+        if let Some(b) = chosen {
+            tags.backend = b.backend.key.clone();
+        }
+        tags.origin = req.headers().get(header::ORIGIN).cloned();
+        tags.policies = Some(policies.clone());
+
+        if let Some(cors) = &policies.cors
+            && let Some(mut resp) = cors.preflight(&req)
+        {
+            apply_response_headers(&policies, &mut resp);
+            return Ok(resp);
+        }
+
+        let max_body = config.settings.max_request_body_bytes;
+        if req.body().size_hint().exact().is_some_and(|n| n > max_body)
+            || content_length(&req).is_some_and(|n| n > max_body)
+        {
+            return Err(ProxyError::BodyTooLarge { limit: max_body });
+        }
+
+        let upgrade = forward::wants_upgrade(&req);
+        let (mut parts, incoming) = req.into_parts();
+        if let Some(mods) = &policies.request_headers {
+            filters::apply_header_mods(mods, &mut parts.headers);
+        }
+        if let Some(r) = &policies.redirect {
+            let mut resp = filters::redirect(
+                r,
+                &parts.uri,
+                host,
+                self.conn.tls,
+                matched_prefix.as_deref(),
+            );
+            finish_response(&policies, tags.origin.as_ref(), &mut resp);
+            return Ok(resp);
+        }
+        if let Some(rw) = &policies.url_rewrite {
+            filters::rewrite(
+                rw,
+                &mut parts.uri,
+                &mut parts.headers,
+                matched_prefix.as_deref(),
+            );
+        }
+        if let Some(d) = &policies.direct_response {
+            let mut resp = filters::direct_response(d);
+            finish_response(&policies, tags.origin.as_ref(), &mut resp);
+            return Ok(resp);
+        }
+        let Some(chosen) = chosen else {
+            return Err(ProxyError::NoRoute(format!(
+                "route {:?} has no backend to send to",
+                route.key
+            )));
+        };
+
+        let on_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+        add_forwarded_headers(&mut parts.headers, &self.conn);
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        let head = Head {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+        };
+
+        let (limited, exceeded) = LimitedBody::new(incoming, max_body);
+        let wants_replay = policies.retry.is_some() || policies.mirror.is_some();
+        let replay_limit = config.settings.max_replay_body_bytes as u64;
+        let outbound = if wants_replay
+            && limited
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= replay_limit)
+        {
+            match limited.collect().await {
+                Ok(collected) => OutboundBody::Replayable(collected.to_bytes()),
+                Err(e) if exceeded.get() => {
+                    tracing::debug!(error = %e, "request body over the limit");
+                    return Err(ProxyError::BodyTooLarge { limit: max_body });
+                }
+                Err(e) => {
+                    return Err(ProxyError::BadRequest(format!(
+                        "reading the request body failed: {e}"
+                    )));
+                }
+            }
+        } else {
+            OutboundBody::Streaming(body::boxed(limited))
+        };
+
+        let request_timeout = policies.timeouts.and_then(|t| t.request);
+        let call = self.call_backend(&chosen.backend, head, outbound, &policies, on_upgrade);
+        let result = match request_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| ProxyError::RequestTimeout(limit))?,
+            None => call.await,
+        };
+        let mut resp = match result {
+            Err(_) if exceeded.get() => return Err(ProxyError::BodyTooLarge { limit: max_body }),
+            other => other?,
+        };
+        finish_response(&policies, tags.origin.as_ref(), &mut resp);
+        Ok(resp)
+    }
+
+    /// Dispatches to the handler of the backend's kind.
+    async fn call_backend(
+        &self,
+        backend: &Backend,
+        head: Head,
+        body: OutboundBody,
+        policies: &Policies,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let resp = forward::forward(backend, head, body, policies, &self.metrics, upgrade).await?;
+        let (mut parts, incoming) = resp.into_parts();
+        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+            forward::strip_hop_by_hop(&mut parts.headers, false);
+        }
+        let metrics = self.metrics.clone();
+        let backend_key = backend.key.clone();
+        let body = incoming.map_err(move |e| {
+            // The backend failed mid-response: the client sees a truncated body.
+            metrics.record_request_error(
+                "",
+                "",
+                &backend_key,
+                crate::telemetry::metrics::ErrorReason::UpstreamReset,
+            );
+            tracing::warn!(backend = %backend_key, error = %e, "backend response body failed");
+            Box::new(e) as crate::BoxError
+        });
+        Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for HttpService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// Labels and state gathered while a request goes through the pipeline.
+#[derive(Default)]
+struct Tags {
+    listener: String,
+    route: String,
+    backend: String,
+    origin: Option<HeaderValue>,
+    policies: Option<Arc<Policies>>,
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Picks a backend by weight.
+fn choose_backend(route: &Route) -> Option<&RouteBackend> {
+    match route.backends.as_slice() {
+        [] => None,
+        [only] => Some(only),
+        many => {
+            let total: u64 = many.iter().map(|b| u64::from(b.weight)).sum();
+            let mut pick = rand::rng().random_range(0..total);
+            many.iter().find(|b| {
+                let w = u64::from(b.weight);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+        }
+    }
+}
+
+fn apply_response_headers(policies: &Policies, resp: &mut Response<Body>) {
+    if let Some(mods) = &policies.response_headers {
+        filters::apply_header_mods(mods, resp.headers_mut());
+    }
+}
+
+fn finish_response(policies: &Policies, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+    apply_response_headers(policies, resp);
+    if let Some(cors) = &policies.cors {
+        cors.decorate(origin, resp.headers_mut());
+    }
+}
+
+fn add_forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnContext) {
+    let ip = conn.peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+    }
+}

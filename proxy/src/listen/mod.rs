@@ -1,0 +1,385 @@
+//! Accepting connections: binds, TLS termination, HTTP/1.1 and HTTP/2 serving, drain.
+//!
+//! `Listeners` keeps one accept loop per configured bind and follows config changes
+//! (binds added or removed). Each accepted connection becomes a [`ConnContext`] and is
+//! served by [`serve_connection`], which any other source of connections (the sidecar's
+//! transparent capture) can call too. Nothing here looks inside requests.
+
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::config::Store;
+use crate::config::ir::{Bind, Config, Settings};
+use crate::http::service::{ConnContext, HttpService};
+use crate::telemetry::metrics::{ConnectionErrorReason, Metrics};
+
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to finish a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bind that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("bind {key:?}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// Bind key.
+    pub key: String,
+    /// Address.
+    pub addr: SocketAddr,
+    /// OS error.
+    pub source: std::io::Error,
+}
+
+/// Counts live connections and tells them to drain.
+#[derive(Debug)]
+struct Drain {
+    signal: watch::Sender<bool>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+/// Decrements the live-connection count when a connection ends.
+struct Live(Arc<Drain>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+struct BindTask {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// The accept loops of every bind of the running config.
+pub struct Listeners {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    drain: Arc<Drain>,
+    binds: Mutex<HashMap<String, BindTask>>,
+    bound: Mutex<HashMap<String, SocketAddr>>,
+}
+
+impl Listeners {
+    /// Creates the listener set; nothing is bound yet.
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Listeners {
+            store,
+            metrics,
+            drain: Arc::new(Drain {
+                signal: watch::channel(false).0,
+                active: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+            binds: Mutex::default(),
+            bound: Mutex::default(),
+        })
+    }
+
+    /// Opens every bind of `config` that is not open yet and closes binds that are gone.
+    /// Returns the binds that could not be opened (the others are serving).
+    pub fn reconcile(self: &Arc<Self>, config: &Config) -> Vec<BindError> {
+        let mut errors = Vec::new();
+        let mut binds = self.binds.lock().unwrap_or_else(PoisonError::into_inner);
+        binds.retain(|key, task| {
+            let keep = config.bind(key).is_some_and(|b| b.addr == task.addr);
+            if !keep {
+                tracing::info!(bind = %key, addr = %task.addr, "closing bind");
+                let _ = task.stop.send(true);
+                self.bound
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(key);
+            }
+            keep
+        });
+        for bind in &config.binds {
+            if binds.contains_key(&bind.key) {
+                continue;
+            }
+            match listen(bind) {
+                Ok(listener) => {
+                    let local = listener.local_addr().unwrap_or(bind.addr);
+                    tracing::info!(bind = %bind.key, addr = %local, "listening");
+                    let (stop, stopped) = watch::channel(false);
+                    binds.insert(
+                        bind.key.clone(),
+                        BindTask {
+                            addr: bind.addr,
+                            stop,
+                        },
+                    );
+                    self.bound
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(bind.key.clone(), local);
+                    tokio::spawn(
+                        self.clone()
+                            .accept_loop(bind.key.clone(), listener, stopped),
+                    );
+                }
+                Err(source) => errors.push(BindError {
+                    key: bind.key.clone(),
+                    addr: bind.addr,
+                    source,
+                }),
+            }
+        }
+        errors
+    }
+
+    /// Follows config changes from the store, opening and closing binds.
+    pub fn follow(self: &Arc<Self>) {
+        let mut changes = self.store.subscribe();
+        let this = self.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let config = changes.borrow_and_update().clone();
+                for e in this.reconcile(&config) {
+                    tracing::error!(error = %e, "bind could not be opened");
+                }
+            }
+        });
+    }
+
+    /// The address each bind is actually listening on (useful with port 0 in tests).
+    pub fn local_addr(&self, bind_key: &str) -> Option<SocketAddr> {
+        self.bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(bind_key)
+            .copied()
+    }
+
+    /// Stops accepting on every bind, asks live connections to finish their in-flight
+    /// requests and close, and waits up to `deadline`. Returns the number of connections
+    /// still open when the deadline passed.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        for (_, task) in self
+            .binds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+        {
+            let _ = task.stop.send(true);
+        }
+        self.drain.signal.send_replace(true);
+        let wait = async {
+            loop {
+                let idle = self.drain.idle.notified();
+                if self.drain.active.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.drain.active.load(Ordering::Acquire)
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        key: String,
+        listener: TcpListener,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let key: Arc<str> = key.into();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.changed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(bind = %key, error = %e, "accept failed");
+                    self.metrics
+                        .record_connection_error(&key, ConnectionErrorReason::Io);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.handle_tcp(key, tcp, peer).await });
+        }
+    }
+
+    async fn handle_tcp(self: Arc<Self>, key: Arc<str>, tcp: TcpStream, peer: SocketAddr) {
+        let config = self.store.load();
+        let Some(bind) = config.bind(&key).cloned() else {
+            return;
+        };
+        let _conn = self.metrics.connection_opened(&key);
+        let settings = config.settings;
+        drop(config);
+        match &bind.tls {
+            None => {
+                let ctx = ConnContext {
+                    bind_key: key,
+                    peer,
+                    tls: false,
+                    sni: None,
+                };
+                self.serve(tcp, ctx, settings).await;
+            }
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                let stream =
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(bind = %key, %peer, error = %e, "TLS handshake failed");
+                            self.metrics
+                                .record_connection_error(&key, ConnectionErrorReason::TlsHandshake);
+                            return;
+                        }
+                        Err(_) => {
+                            self.metrics
+                                .record_connection_error(&key, ConnectionErrorReason::Timeout);
+                            return;
+                        }
+                    };
+                let sni = stream
+                    .get_ref()
+                    .1
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
+                let ctx = ConnContext {
+                    bind_key: key,
+                    peer,
+                    tls: true,
+                    sni,
+                };
+                self.serve(stream, ctx, settings).await;
+            }
+        }
+    }
+
+    async fn serve<IO>(&self, io: IO, ctx: ConnContext, settings: Settings)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.drain.active.fetch_add(1, Ordering::AcqRel);
+        let _live = Live(self.drain.clone());
+        let service = HttpService::new(self.store.clone(), self.metrics.clone(), ctx.clone());
+        serve_connection(
+            io,
+            service,
+            &ctx,
+            settings,
+            &self.metrics,
+            self.drain.signal.subscribe(),
+        )
+        .await;
+    }
+}
+
+/// Opens a listening socket for a bind.
+fn listen(bind: &Bind) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(bind.addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if bind.addr.is_ipv6() {
+        // `::` takes IPv4 too where the system allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&bind.addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge or ALPN) on one connection until it
+/// closes, or until `drain` turns true, after which in-flight requests finish and the
+/// connection closes.
+pub async fn serve_connection<IO>(
+    io: IO,
+    service: HttpService,
+    ctx: &ConnContext,
+    settings: Settings,
+    metrics: &Metrics,
+    mut drain: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(settings.max_request_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_request_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = if *drain.borrow() {
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    } else {
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drain.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        let reason = classify_connection_error(&*e);
+        if let Some(reason) = reason {
+            tracing::debug!(bind = %ctx.bind_key, peer = %ctx.peer, error = %e, reason = reason.as_str(), "connection error");
+            metrics.record_connection_error(&ctx.bind_key, reason);
+        }
+    }
+}
+
+/// Maps a connection error to a metric reason; `None` for ordinary client disconnects.
+fn classify_connection_error(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<ConnectionErrorReason> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return Some(ConnectionErrorReason::HeadersTooLarge);
+            }
+            if h.is_parse() || h.is_parse_status() {
+                return Some(ConnectionErrorReason::MalformedHttp);
+            }
+            if h.is_timeout() {
+                return Some(ConnectionErrorReason::Timeout);
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return None;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => None,
+                _ => Some(ConnectionErrorReason::Io),
+            };
+        }
+        cur = err.source();
+    }
+    // h2 protocol errors from a misbehaving client land here.
+    Some(ConnectionErrorReason::MalformedHttp)
+}

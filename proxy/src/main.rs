@@ -1,0 +1,188 @@
+//! The `agentmesh-proxy` command: run the proxy, or validate a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentmesh_proxy::app::{self, Options};
+use agentmesh_proxy::config::{self, file};
+use agentmesh_proxy::telemetry::{LogFormat, logging};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// agentmesh-proxy: the agentmesh data plane for AI-agent traffic (MCP, A2A, LLM, REST).
+///
+/// Without a subcommand it runs the proxy. In standalone mode the configuration comes
+/// from a local YAML or JSON file (see schema/agentmesh-config.schema.json), which is
+/// reloaded whenever it changes.
+#[derive(Debug, Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file and exit: 0 when valid, 1 with every problem listed (each
+    /// naming the resource and field) when not.
+    Validate {
+        /// The config file (YAML, or JSON when it ends in .json).
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file format.
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Configuration from a local file (`--config`).
+    Standalone,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Config file (YAML, or JSON when it ends in .json). Required to run the proxy.
+    #[arg(long, short = 'c', env = "AGENTMESH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the configuration comes from.
+    #[arg(long, value_enum, default_value = "standalone", env = "AGENTMESH_MODE")]
+    mode: Mode,
+    /// Admin API address (config_dump, logging). Keep it on loopback. `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:16000", env = "AGENTMESH_ADMIN_ADDR", value_parser = parse_addr)]
+    admin_addr: MaybeAddr,
+    /// Prometheus metrics address (`/metrics`). `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:16020", env = "AGENTMESH_METRICS_ADDR", value_parser = parse_addr)]
+    metrics_addr: MaybeAddr,
+    /// Readiness address (`/healthz/ready`). `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:16021", env = "AGENTMESH_READY_ADDR", value_parser = parse_addr)]
+    ready_addr: MaybeAddr,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "AGENTMESH_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter, for example `info` or `info,agentmesh_proxy::http=debug`. Can be
+    /// changed at runtime through the admin API (`POST /logging?level=debug`).
+    #[arg(long, default_value = "info", env = "AGENTMESH_LOG")]
+    log_level: String,
+    /// On SIGTERM, how long to wait for in-flight requests before exiting, for example
+    /// `30s` or `500ms`.
+    #[arg(long, default_value = "30s", env = "AGENTMESH_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Do not reload the config file when it changes.
+    #[arg(long)]
+    no_watch: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MaybeAddr(Option<SocketAddr>);
+
+fn parse_addr(s: &str) -> Result<MaybeAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(MaybeAddr(None));
+    }
+    s.parse()
+        .map(|a| MaybeAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:16000 (or `off`)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?} is not a duration like 30s or 500ms");
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .ok_or_else(err)?;
+    let n: f64 = num.parse().map_err(|_| err())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate { file: path }) => validate(&path),
+        Some(Command::Schema) => {
+            let schema = agentmesh_proto::schema::local_config_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        None => run(cli.run),
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Upstream clients need a runtime context to be built.
+    let _guard = runtime.enter();
+    let metrics = agentmesh_proxy::telemetry::Metrics::new();
+    let ctx = app::compile_context(&metrics);
+    match file::load(path).and_then(|c| config::compile(file::flatten(c), &ctx)) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let Some(config) = args.config else {
+        eprintln!("error: --config FILE is required to run the proxy (see --help)");
+        return ExitCode::from(2);
+    };
+    let logs = match logging::init(args.log_format, &args.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: --log-level: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Mode::Standalone = args.mode;
+    let opts = Options {
+        config,
+        admin_addr: args.admin_addr.0,
+        metrics_addr: args.metrics_addr.0,
+        ready_addr: args.ready_addr.0,
+        drain_timeout: args.drain_timeout,
+        watch: !args.no_watch,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(opts, logs)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agentmesh-proxy cannot start");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
