@@ -30,7 +30,7 @@ pub struct CompileContext {
 
 /// Collects errors while compiling.
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+struct Errors(Vec<FieldError>, HashSet<String>);
 
 impl Errors {
     fn push(&mut self, resource: &str, field: impl Into<String>, reason: impl Into<String>) {
@@ -39,6 +39,14 @@ impl Errors {
             field: field.into(),
             reason: reason.into(),
         });
+    }
+
+    /// Reports a reference to a backend that does not exist, unless the backend exists
+    /// but was itself invalid (its own error already says why).
+    fn missing_backend(&mut self, resource: &str, field: impl Into<String>, name: &str) {
+        if !self.1.contains(name) {
+            self.push(resource, field, format!("no backend is named {name:?}"));
+        }
     }
 }
 
@@ -64,6 +72,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 Ok(client) => ir::BackendKind::Host(client),
                 Err(e) => {
                     errs.push(&res, "host", e.to_string());
+                    errs.1.insert(b.key.clone());
                     continue;
                 }
             },
@@ -73,6 +82,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                     "kind",
                     "one backend kind must be set (for example `host`)",
                 );
+                errs.1.insert(b.key.clone());
                 continue;
             }
         };
@@ -117,11 +127,15 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                     pb::policy_target::Kind::Route(k) => ("route", k),
                     pb::policy_target::Kind::Backend(k) => ("backend", k),
                 };
-                errs.push(
-                    &res,
-                    format!("target.{kind}"),
-                    format!("no {kind} has key {key:?}"),
-                );
+                // A policy on a backend that exists but is invalid: the backend's own
+                // error already explains it.
+                if !(kind == "backend" && errs.1.contains(key.as_str())) {
+                    errs.push(
+                        &res,
+                        format!("target.{kind}"),
+                        format!("no {kind} has key {key:?}"),
+                    );
+                }
                 continue;
             }
             None => {
@@ -197,11 +211,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
         let mut route_backends = Vec::new();
         for (i, rb) in r.backends.iter().enumerate() {
             let Some(backend) = backends.get(rb.backend.as_str()) else {
-                errs.push(
-                    &res,
-                    format!("backends[{i}].backend"),
-                    format!("no backend is named {:?}", rb.backend),
-                );
+                errs.missing_backend(&res, format!("backends[{i}].backend"), &rb.backend);
                 continue;
             };
             let weight = rb.weight.unwrap_or(1);
@@ -215,7 +225,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 policies,
             });
         }
-        check_route_policies(&route_policy, &route_backends, &matches, &res, &mut errs);
+        check_route_policies(&route_policy, r, &route_backends, &matches, &res, &mut errs);
         routes_by_listener
             .entry(r.listener_key.as_str())
             .or_default()
@@ -316,7 +326,6 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 "listeners",
                 "listeners of one bind must all be HTTP or all be HTTPS",
             );
-            continue;
         }
         let mut certificates = Vec::new();
         let mut listeners = Vec::new();
@@ -740,11 +749,7 @@ fn policies(
                     percentage,
                 }))
             }
-            None => errs.push(
-                res,
-                field("mirror.backend"),
-                format!("no backend is named {:?}", m.backend),
-            ),
+            None => errs.missing_backend(res, field("mirror.backend"), &m.backend),
         }
     }
     out
@@ -830,13 +835,14 @@ fn header_mods(
 /// Checks that apply to a route's effective policies as a whole.
 fn check_route_policies(
     policy: &Policies,
+    route: &pb::Route,
     backends: &[ir::RouteBackend],
     matches: &[RequestMatcher],
     res: &str,
     errs: &mut Errors,
 ) {
     let answers_itself = policy.redirect.is_some() || policy.direct_response.is_some();
-    if backends.is_empty() && !answers_itself {
+    if route.backends.is_empty() && !answers_itself {
         errs.push(
             res,
             "backends",

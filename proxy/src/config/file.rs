@@ -41,7 +41,42 @@ pub fn load(path: &Path) -> Result<LocalConfig, ConfigError> {
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    parse(&text, is_json).map_err(|e| e.in_file(path))
+    let mut config = parse(&text, is_json).map_err(|e| e.in_file(path))?;
+    if let Some(dir) = path.parent() {
+        resolve_paths(&mut config, dir);
+    }
+    Ok(config)
+}
+
+/// Makes relative file paths in the config (certificates, keys, CA bundles) relative to
+/// the directory of the config file, so a config works whatever the working directory.
+pub fn resolve_paths(config: &mut LocalConfig, dir: &Path) {
+    let fix = |p: &mut String| {
+        if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+            *p = dir.join(p.as_str()).display().to_string();
+        }
+    };
+    for bind in &mut config.binds {
+        for listener in &mut bind.listeners {
+            for cert in listener
+                .tls
+                .iter_mut()
+                .flat_map(|t| t.certificates.iter_mut())
+            {
+                fix(&mut cert.cert_file);
+                fix(&mut cert.key_file);
+            }
+        }
+    }
+    for backend in &mut config.backends {
+        if let Some(agentmesh_proto::config::v1::backend::Kind::Host(host)) = &mut backend.kind
+            && let Some(tls) = &mut host.tls
+        {
+            fix(&mut tls.ca_file);
+            fix(&mut tls.cert_file);
+            fix(&mut tls.key_file);
+        }
+    }
 }
 
 /// Parses config text. Unknown fields, wrong types and malformed values are errors that
@@ -52,7 +87,7 @@ pub fn parse(text: &str, json: bool) -> Result<LocalConfig, ConfigError> {
         serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Parse {
             file: None,
             path: e.path().to_string(),
-            reason: e.into_inner().to_string(),
+            reason: without_path_prefix(e.into_inner().to_string()),
         })
     } else {
         if text.trim().is_empty() {
@@ -62,10 +97,26 @@ pub fn parse(text: &str, json: bool) -> Result<LocalConfig, ConfigError> {
         serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
             file: None,
             path: e.path().to_string(),
-            reason: e.into_inner().to_string(),
+            reason: without_path_prefix(e.into_inner().to_string()),
         })
     };
     result
+}
+
+/// Drops a leading `some.path[0]: ` from a parser message: the error already carries the
+/// (more precise) path of the field.
+fn without_path_prefix(reason: String) -> String {
+    match reason.split_once(": ") {
+        Some((head, rest))
+            if !head.is_empty()
+                && head
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c)) =>
+        {
+            rest.to_string()
+        }
+        _ => reason,
+    }
 }
 
 /// Turns the nested file view into flat resources.

@@ -166,7 +166,16 @@ impl PathMatcher {
 
 /// Compiles a regex that must match a whole value.
 pub fn anchored(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("invalid regular expression: {e}"))
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        // The regex crate explains on several lines; its last line says what is wrong.
+        let text = e.to_string();
+        let why = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        format!("invalid regular expression {pattern:?}: {why}")
+    })
 }
 
 /// How a header or query value is matched.
