@@ -55,10 +55,11 @@ step fmt cargo fmt --all -- --check "${RUSTFMT_COLOR[@]}"
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doc tests. They go first so that nextest's summary, with the
+  # real test count, is the last test-runner output in the log.
+  step doctests cargo test --workspace --doc
   # --no-tests=warn: a crate without tests yet is not a failure of the suite.
   step tests cargo nextest run --workspace --no-fail-fast --no-tests=warn
-  # nextest does not run doc tests.
-  step doctests cargo test --workspace --doc
 else
   # cargo test runs doc tests itself.
   step tests cargo test --workspace --no-fail-fast

@@ -78,7 +78,7 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     metrics.record_config_reload("file", true);
     let store = Store::new(config);
     let listeners = Listeners::new(store.clone(), metrics.clone());
-    if let Some(e) = listeners.reconcile(&store.load()).into_iter().next() {
+    if let Some(e) = listeners.reconcile(&store.load()).await.into_iter().next() {
         return Err(StartError::Listen(e.to_string()));
     }
     listeners.follow();

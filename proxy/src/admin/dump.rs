@@ -20,10 +20,36 @@ fn is_secret(field: &str) -> bool {
     .any(|s| f.contains(s))
 }
 
-/// Replaces the value of every secret-named field with `"<redacted>"`.
+/// Header names whose values are credentials (besides any name [`is_secret`] flags,
+/// like `x-auth-token`).
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+
+/// Whether `map` is a header (`{name, value}`, as in header modifiers) carrying a
+/// credential, such as an `authorization` header set towards a backend.
+fn is_credential_header(map: &serde_json::Map<String, Value>) -> bool {
+    let Some(Value::String(name)) = map.get("name") else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    map.contains_key("value")
+        && (CREDENTIAL_HEADERS.contains(&name.as_str()) || is_secret(&name.replace('-', "")))
+}
+
+/// Replaces the value of every secret-named field, and of every header that carries a
+/// credential, with `"<redacted>"`.
 pub fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            if is_credential_header(map) {
+                map.insert("value".into(), Value::String("<redacted>".into()));
+                return;
+            }
             for (k, v) in map.iter_mut() {
                 if is_secret(k) && !v.is_null() {
                     *v = Value::String("<redacted>".into());
@@ -62,5 +88,20 @@ mod tests {
             "{s}"
         );
         assert_eq!(v["key"], "main");
+    }
+
+    #[test]
+    fn credential_header_values_are_redacted_but_others_kept() {
+        let mut v = serde_json::json!({"requestHeaders": {"set": [
+            {"name": "Authorization", "value": "Bearer sk-live"},
+            {"name": "x-goog-api-key", "value": "g-key"},
+            {"name": "x-demo", "value": "1"}
+        ], "remove": ["cookie"]}});
+        redact(&mut v);
+        let s = v.to_string();
+        assert!(!s.contains("sk-live") && !s.contains("g-key"), "{s}");
+        assert_eq!(v["requestHeaders"]["set"][2]["value"], "1");
+        assert_eq!(v["requestHeaders"]["set"][0]["name"], "Authorization");
+        assert_eq!(v["requestHeaders"]["remove"][0], "cookie");
     }
 }

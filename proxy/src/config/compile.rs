@@ -28,6 +28,9 @@ pub struct CompileContext {
     pub upstreams: Arc<UpstreamPool>,
 }
 
+/// The merged policies of one target, and which policy set each kind (for conflicts).
+type TargetPolicies<'a> = (Policies, HashMap<&'static str, &'a str>);
+
 /// Collects errors while compiling.
 #[derive(Default)]
 struct Errors(Vec<FieldError>, HashSet<String>);
@@ -96,8 +99,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
     }
 
     // Policies, grouped by target.
-    let mut by_target: HashMap<(u8, &str), (Policies, HashMap<&'static str, &str>)> =
-        HashMap::new();
+    let mut by_target: HashMap<(u8, &str), TargetPolicies> = HashMap::new();
     let listener_keys: HashSet<&str> = resources.listeners.iter().map(|l| l.key.as_str()).collect();
     let route_keys: HashSet<&str> = resources.routes.iter().map(|r| r.key.as_str()).collect();
     let mut policy_keys = HashSet::new();

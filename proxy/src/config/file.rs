@@ -82,7 +82,7 @@ pub fn resolve_paths(config: &mut LocalConfig, dir: &Path) {
 /// Parses config text. Unknown fields, wrong types and malformed values are errors that
 /// name the path of the offending field (`binds[0].listeners[1].routes[0].matches`).
 pub fn parse(text: &str, json: bool) -> Result<LocalConfig, ConfigError> {
-    let result = if json {
+    if json {
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Parse {
             file: None,
@@ -99,8 +99,7 @@ pub fn parse(text: &str, json: bool) -> Result<LocalConfig, ConfigError> {
             path: e.path().to_string(),
             reason: without_path_prefix(e.into_inner().to_string()),
         })
-    };
-    result
+    }
 }
 
 /// Drops a leading `some.path[0]: ` from a parser message: the error already carries the

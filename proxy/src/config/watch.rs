@@ -30,11 +30,7 @@ pub fn spawn(
     let file_name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && (event.kind.is_modify() || event.kind.is_create())
-            && event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+            && may_change_config(&event, file_name.as_deref())
         {
             let _ = tx.send(());
         }
@@ -59,6 +55,26 @@ pub fn spawn(
             reload(&path, &store, &ctx, &metrics);
         }
     }))
+}
+
+/// Whether a change in the watched directory may have changed what the config path
+/// reads: any change to the file itself, or an entry of the directory created or
+/// renamed. The latter is how Kubernetes updates a mounted ConfigMap: `config.yaml` is a
+/// link through `..data`, and an update only swaps `..data`. Writes to other files
+/// (a log file next to the config, say) are ignored; a reload whose content did not
+/// change is skipped by the caller anyway.
+fn may_change_config(event: &notify::Event, file_name: Option<&std::ffi::OsStr>) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    let names_file = event
+        .paths
+        .iter()
+        .any(|p| p.file_name().is_some() && p.file_name() == file_name);
+    match event.kind {
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) => true,
+        EventKind::Modify(_) | EventKind::Remove(_) => names_file,
+        _ => false,
+    }
 }
 
 /// Loads the file once and installs it if valid. Returns whether it was applied.

@@ -48,11 +48,28 @@ fn with_query(path: String, uri: &Uri) -> String {
     }
 }
 
-/// Builds the redirect response for a request.
+/// The port the client addressed: the URI authority's (HTTP/2, absolute-form), else the
+/// Host header's. `None` when the client named no port.
+pub fn request_port(uri: &Uri, headers: &HeaderMap) -> Option<u16> {
+    match uri.authority() {
+        Some(a) => a.port_u16(),
+        None => headers
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<Authority>()
+            .ok()?
+            .port_u16(),
+    }
+}
+
+/// Builds the redirect response for a request. `host` and `port` are what the client
+/// addressed (`host` without its port).
 pub fn redirect(
     r: &Redirect,
     uri: &Uri,
     host: Option<&str>,
+    port: Option<u16>,
     tls: bool,
     matched_prefix: Option<&str>,
 ) -> Response<Body> {
@@ -65,9 +82,11 @@ pub fn redirect(
         .clone()
         .or_else(|| host.map(str::to_string))
         .unwrap_or_default();
-    // Keep the request's port only when neither scheme nor port changes; drop default ports.
+    // Keep the request's port only when neither scheme nor port changes (a new scheme
+    // means its well-known port); drop default ports.
     let port = r
         .port
+        .or(if r.scheme.is_none() { port } else { None })
         .filter(|p| !matches!((scheme.as_str(), p), ("http", 80) | ("https", 443)));
     let authority = match port {
         Some(p) => format!("{host}:{p}"),
@@ -133,6 +152,7 @@ pub fn direct_response(d: &DirectResponse) -> Response<Body> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -161,8 +181,31 @@ mod tests {
             status: http::StatusCode::MOVED_PERMANENTLY,
         };
         let uri: Uri = "/a/b?x=1".parse().unwrap();
-        let resp = redirect(&r, &uri, Some("example.com"), false, None);
+        let resp = redirect(&r, &uri, Some("example.com"), Some(8080), false, None);
         assert_eq!(resp.status(), 301);
         assert_eq!(resp.headers()["location"], "https://example.com/a/b?x=1");
+    }
+
+    #[test]
+    fn redirect_keeps_the_request_port_when_scheme_and_port_are_unchanged() {
+        let r = Redirect {
+            scheme: None,
+            host: None,
+            port: None,
+            path: Some(PathRewrite::Full("/new".into())),
+            status: http::StatusCode::FOUND,
+        };
+        let uri: Uri = "/old?x=1".parse().unwrap();
+        let resp = redirect(&r, &uri, Some("example.com"), Some(8080), false, None);
+        assert_eq!(
+            resp.headers()["location"],
+            "http://example.com:8080/new?x=1"
+        );
+        let https = Redirect {
+            scheme: Some("https".into()),
+            ..r
+        };
+        let resp = redirect(&https, &uri, Some("example.com"), Some(8080), false, None);
+        assert_eq!(resp.headers()["location"], "https://example.com/new?x=1");
     }
 }

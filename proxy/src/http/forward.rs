@@ -84,10 +84,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Whether a request asks for a protocol upgrade.
+/// Whether a request asks for a protocol upgrade. `h2c` is not one the proxy passes on:
+/// a backend that took it would hand the client an HTTP/2 connection past routing and
+/// policies (h2c smuggling), so such a request is served as plain HTTP/1.1.
 pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
+        && !req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")))
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -141,8 +149,9 @@ pub async fn forward(
         let retry_this = match (&result, retry) {
             (_, None) => false,
             (Ok(resp), Some(r)) => r.codes.contains(&resp.status()),
+            // A failed connect is no response status: only `onConnectError` decides.
             (Err(ProxyError::Upstream(e)), Some(r)) if e.kind() == UpstreamErrorKind::Connect => {
-                r.on_connect_error || r.codes.contains(&StatusCode::SERVICE_UNAVAILABLE)
+                r.on_connect_error
             }
             (Err(e), Some(r)) => r.codes.contains(&e.status()),
         };

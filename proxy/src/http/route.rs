@@ -190,10 +190,15 @@ pub enum ValueMatcher {
 }
 
 impl ValueMatcher {
-    fn matches<'a>(&self, mut values: impl Iterator<Item = &'a str>) -> bool {
+    /// Whether any of the values (all of a header's, or a query parameter's) matches.
+    /// Values are bytes: a header value may hold obs-text (bytes above 0x7f), which still
+    /// makes the header present, and UTF-8 text, which exact and regex conditions see.
+    fn matches<'a>(&self, mut values: impl Iterator<Item = &'a [u8]>) -> bool {
         match self {
-            ValueMatcher::Exact(want) => values.any(|v| v == want),
-            ValueMatcher::Regex(r) => values.any(|v| r.is_match(v)),
+            ValueMatcher::Exact(want) => values.any(|v| v == want.as_bytes()),
+            ValueMatcher::Regex(r) => {
+                values.any(|v| std::str::from_utf8(v).is_ok_and(|v| r.is_match(v)))
+            }
             ValueMatcher::Present(present) => values.next().is_some() == *present,
         }
     }
@@ -231,21 +236,17 @@ impl RequestMatcher {
         if self.method.as_ref().is_some_and(|m| m != req.method) {
             return false;
         }
-        let headers_ok = self.headers.iter().all(|(name, m)| {
-            m.matches(
-                req.headers
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            )
-        });
+        let headers_ok = self
+            .headers
+            .iter()
+            .all(|(name, m)| m.matches(req.headers.get_all(name).iter().map(|v| v.as_bytes())));
         headers_ok
             && self.query.iter().all(|(name, m)| {
                 m.matches(
                     req.query
                         .iter()
                         .filter(|(k, _)| k == name)
-                        .map(|(_, v)| v.as_str()),
+                        .map(|(_, v)| v.as_bytes()),
                 )
             })
     }

@@ -119,7 +119,10 @@ impl HttpService {
             .listener_for(host.or(self.conn.sni.as_deref()))
             .ok_or_else(|| {
                 ProxyError::NoRoute(format!(
-                    "no listener on bind {:?} serves host {:?}",
+                    "no route matched {} {}{}: no listener on bind {:?} serves host {:?}",
+                    req.method(),
+                    host.unwrap_or(""),
+                    req.uri().path(),
                     bind.key,
                     host.unwrap_or("")
                 ))
@@ -162,6 +165,14 @@ impl HttpService {
 
         let upgrade = forward::wants_upgrade(&req);
         let (mut parts, incoming) = req.into_parts();
+        // Forward the host that routing used: a URI authority (HTTP/2 `:authority`,
+        // absolute-form) wins over a Host header that disagrees (RFC 9112 §3.2.2).
+        if let Some(a) = parts.uri.authority()
+            && let Some(host_port) = a.as_str().rsplit('@').next()
+            && let Ok(v) = HeaderValue::from_str(host_port)
+        {
+            parts.headers.insert(header::HOST, v);
+        }
         if let Some(mods) = &policies.request_headers {
             filters::apply_header_mods(mods, &mut parts.headers);
         }
@@ -170,6 +181,7 @@ impl HttpService {
                 r,
                 &parts.uri,
                 host,
+                filters::request_port(&parts.uri, &parts.headers),
                 self.conn.tls,
                 matched_prefix.as_deref(),
             );
@@ -242,7 +254,7 @@ impl HttpService {
         };
 
         let request_timeout = policies.timeouts.and_then(|t| t.request);
-        let call = self.call_backend(&chosen.backend, head, outbound, &policies, on_upgrade);
+        let call = self.call_backend(&chosen.backend, head, outbound, &policies, on_upgrade, tags);
         let result = match request_timeout {
             Some(limit) => tokio::time::timeout(limit, call)
                 .await
@@ -257,7 +269,8 @@ impl HttpService {
         Ok(resp)
     }
 
-    /// Dispatches to the handler of the backend's kind.
+    /// Dispatches to the handler of the backend's kind. `tags` label a failure of the
+    /// response body, which happens after this request has been counted.
     async fn call_backend(
         &self,
         backend: &Backend,
@@ -265,6 +278,7 @@ impl HttpService {
         body: OutboundBody,
         policies: &Policies,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
+        tags: &Tags,
     ) -> Result<Response<Body>, ProxyError> {
         let resp = forward::forward(backend, head, body, policies, &self.metrics, upgrade).await?;
         let (mut parts, incoming) = resp.into_parts();
@@ -273,11 +287,12 @@ impl HttpService {
         }
         let metrics = self.metrics.clone();
         let backend_key = backend.key.clone();
+        let (listener, route) = (tags.listener.clone(), tags.route.clone());
         let body = incoming.map_err(move |e| {
             // The backend failed mid-response: the client sees a truncated body.
             metrics.record_request_error(
-                "",
-                "",
+                &listener,
+                &route,
                 &backend_key,
                 crate::telemetry::metrics::ErrorReason::UpstreamReset,
             );

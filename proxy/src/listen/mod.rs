@@ -9,20 +9,22 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Store;
 use crate::config::ir::{Bind, Config, Settings};
 use crate::http::service::{ConnContext, HttpService};
-use crate::telemetry::metrics::{ConnectionErrorReason, Metrics};
+use crate::telemetry::metrics::{ConnectionErrorReason, ConnectionGuard, Metrics};
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,10 +62,78 @@ impl Drop for Live {
     }
 }
 
+/// A client socket carrying the guards that count it as open. hyper hands the socket to
+/// the upgrade when a connection switches protocols, so the guards drop when the socket
+/// does, not when HTTP serving ends.
+struct Tracked<IO> {
+    io: IO,
+    _live: Live,
+    _counted: ConnectionGuard,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 struct BindTask {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// The accept loop; it owns the listening socket, which is closed when it returns.
+    accepting: tokio::task::JoinHandle<()>,
 }
+
+impl BindTask {
+    /// Stops accepting and waits (bounded) until the listening socket is closed, so its
+    /// address can be bound again at once.
+    async fn close(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.accepting)
+            .await
+            .is_err()
+        {
+            tracing::warn!(addr = %self.addr, "accept loop did not stop in time");
+        }
+    }
+}
+
+/// How long closing a bind waits for its accept loop to let go of the socket.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The accept loops of every bind of the running config.
 pub struct Listeners {
@@ -90,23 +160,32 @@ impl Listeners {
         })
     }
 
-    /// Opens every bind of `config` that is not open yet and closes binds that are gone.
-    /// Returns the binds that could not be opened (the others are serving).
-    pub fn reconcile(self: &Arc<Self>, config: &Config) -> Vec<BindError> {
+    /// Opens every bind of `config` that is not open yet and closes binds that are gone
+    /// (or moved). Closed sockets are released before new ones are opened, so a bind that
+    /// is renamed, or whose address moves to another bind, keeps its port. Returns the
+    /// binds that could not be opened (the others are serving).
+    pub async fn reconcile(self: &Arc<Self>, config: &Config) -> Vec<BindError> {
+        let closing: Vec<(String, BindTask)> = {
+            let mut binds = self.binds.lock().unwrap_or_else(PoisonError::into_inner);
+            let gone: Vec<String> = binds
+                .iter()
+                .filter(|(key, task)| config.bind(key).is_none_or(|b| b.addr != task.addr))
+                .map(|(key, _)| key.clone())
+                .collect();
+            gone.into_iter()
+                .filter_map(|key| binds.remove(&key).map(|task| (key, task)))
+                .collect()
+        };
+        for (key, task) in closing {
+            tracing::info!(bind = %key, addr = %task.addr, "closing bind");
+            self.bound
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            task.close().await;
+        }
         let mut errors = Vec::new();
         let mut binds = self.binds.lock().unwrap_or_else(PoisonError::into_inner);
-        binds.retain(|key, task| {
-            let keep = config.bind(key).is_some_and(|b| b.addr == task.addr);
-            if !keep {
-                tracing::info!(bind = %key, addr = %task.addr, "closing bind");
-                let _ = task.stop.send(true);
-                self.bound
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(key);
-            }
-            keep
-        });
         for bind in &config.binds {
             if binds.contains_key(&bind.key) {
                 continue;
@@ -116,21 +195,23 @@ impl Listeners {
                     let local = listener.local_addr().unwrap_or(bind.addr);
                     tracing::info!(bind = %bind.key, addr = %local, "listening");
                     let (stop, stopped) = watch::channel(false);
+                    let accepting = tokio::spawn(self.clone().accept_loop(
+                        bind.key.clone(),
+                        listener,
+                        stopped,
+                    ));
                     binds.insert(
                         bind.key.clone(),
                         BindTask {
                             addr: bind.addr,
                             stop,
+                            accepting,
                         },
                     );
                     self.bound
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(bind.key.clone(), local);
-                    tokio::spawn(
-                        self.clone()
-                            .accept_loop(bind.key.clone(), listener, stopped),
-                    );
                 }
                 Err(source) => errors.push(BindError {
                     key: bind.key.clone(),
@@ -149,7 +230,7 @@ impl Listeners {
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let config = changes.borrow_and_update().clone();
-                for e in this.reconcile(&config) {
+                for e in this.reconcile(&config).await {
                     tracing::error!(error = %e, "bind could not be opened");
                 }
             }
@@ -166,16 +247,21 @@ impl Listeners {
     }
 
     /// Stops accepting on every bind, asks live connections to finish their in-flight
-    /// requests and close, and waits up to `deadline`. Returns the number of connections
+    /// requests and close, and waits up to `deadline`. Upgraded connections (WebSocket
+    /// tunnels) cannot be asked to close, so they are waited for until they end or the
+    /// deadline passes. Returns the number of connections
     /// still open when the deadline passed.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        for (_, task) in self
+        let binds: Vec<BindTask> = self
             .binds
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
-        {
-            let _ = task.stop.send(true);
+            .map(|(_, task)| task)
+            .collect();
+        // Refuse new connections before anything else.
+        for task in binds {
+            task.close().await;
         }
         self.drain.signal.send_replace(true);
         let wait = async {
@@ -226,7 +312,7 @@ impl Listeners {
         let Some(bind) = config.bind(&key).cloned() else {
             return;
         };
-        let _conn = self.metrics.connection_opened(&key);
+        let counted = self.metrics.connection_opened(&key);
         let settings = config.settings;
         drop(config);
         match &bind.tls {
@@ -237,7 +323,7 @@ impl Listeners {
                     tls: false,
                     sni: None,
                 };
-                self.serve(tcp, ctx, settings).await;
+                self.serve(tcp, ctx, settings, counted).await;
             }
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -267,17 +353,29 @@ impl Listeners {
                     tls: true,
                     sni,
                 };
-                self.serve(stream, ctx, settings).await;
+                self.serve(stream, ctx, settings, counted).await;
             }
         }
     }
 
-    async fn serve<IO>(&self, io: IO, ctx: ConnContext, settings: Settings)
-    where
+    /// Serves one accepted connection. The connection stays counted (active gauge, drain)
+    /// for as long as its socket lives: past the end of HTTP serving when the connection
+    /// was upgraded (WebSocket), until the tunnel closes.
+    async fn serve<IO>(
+        &self,
+        io: IO,
+        ctx: ConnContext,
+        settings: Settings,
+        counted: ConnectionGuard,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.drain.active.fetch_add(1, Ordering::AcqRel);
-        let _live = Live(self.drain.clone());
+        let io = Tracked {
+            io,
+            _live: Live(self.drain.clone()),
+            _counted: counted,
+        };
         let service = HttpService::new(self.store.clone(), self.metrics.clone(), ctx.clone());
         serve_connection(
             io,

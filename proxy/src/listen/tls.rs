@@ -56,13 +56,20 @@ pub fn server_config(
         };
         let certs = read_certs(&c.cert_file).map_err(|e| err("certFile", e));
         let key = read_key(&c.key_file).map_err(|e| err("keyFile", e));
+        let mut configured = Vec::new();
+        for (i, h) in c.hostnames.iter().enumerate() {
+            match HostPattern::parse(h) {
+                Ok(_) => configured.push(h.trim().to_ascii_lowercase()),
+                Err(e) => err(&format!("hostnames[{i}]"), e),
+            }
+        }
         let (Ok(certs), Ok(key)) = (certs, key) else {
             continue;
         };
-        let names: Vec<String> = if c.hostnames.is_empty() {
+        let names = if c.hostnames.is_empty() {
             dns_names(&certs[0])
         } else {
-            c.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect()
+            configured
         };
         let key = match CertifiedKey::from_der(certs, key, &provider) {
             Ok(k) => Arc::new(k),

@@ -13,13 +13,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (bind to :0, read it, release it).
+/// A port that was free a moment ago. It is drawn at random below the kernel's ephemeral
+/// range (32768+), so the upstreams and clients of other tests running in parallel, which
+/// get ephemeral ports, cannot take it between this check and the proxy binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20000 + (rand_u32() % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    h.write_u128(now.as_nanos());
+    h.finish() as u32
 }
 
 /// A running proxy process.
