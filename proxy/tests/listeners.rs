@@ -8,11 +8,11 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,24 +26,6 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use support::client;
 use support::upstream::TestUpstream;
 use support::{Proxy, free_port};
-
-/// A free port for a bind, taken below the kernel's ephemeral range (where
-/// `support::free_port`, and so `Proxy::start` for its admin ports, picks): two
-/// `free_port` calls in a row can return the same port, and the proxy then fails to start.
-fn bind_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    if NEXT.load(Ordering::Relaxed) == 0 {
-        let base = 20_000 + rand::random_range(0..10_000u16);
-        let _ = NEXT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(port < 32_000, "no free port below the ephemeral range");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -266,7 +248,7 @@ async fn handshake(addr: SocketAddr, sni: Option<&str>, alpn: &[&str]) -> Handsh
 async fn http1_and_h2c_prior_knowledge_are_served_on_one_plain_listener() {
     let plain = TestUpstream::start("plain").await;
     let named = TestUpstream::start("named").await;
-    let port = bind_port();
+    let port = free_port();
     let yaml = format!(
         "binds:
 - name: main
@@ -366,7 +348,7 @@ async fn tls_termination_serves_the_certificate_for_the_sni_and_negotiates_alpn(
     let a = pki.leaf("a", &["a.test"]);
     let b = pki.leaf("b", &["*.b.test"]);
     let up = TestUpstream::start("secure").await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = format!(
         "  - name: https
     protocol: HTTPS
@@ -440,7 +422,7 @@ async fn tls_listeners_on_one_bind_each_serve_their_certificate_and_routes() {
     let b = pki.leaf("b", &["*.b.test"]);
     let up_a = TestUpstream::start("up-a").await;
     let up_b = TestUpstream::start("up-b").await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = format!(
         "  - name: a
     hostnames: [a.test]
@@ -481,7 +463,7 @@ async fn tls_listeners_on_one_bind_each_serve_their_certificate_and_routes() {
 async fn several_binds_in_one_process_each_serve_their_own_routes() {
     let one = TestUpstream::start("one").await;
     let two = TestUpstream::start("two").await;
-    let (p1, p2) = (bind_port(), bind_port());
+    let (p1, p2) = (free_port(), free_port());
     let yaml = format!(
         "binds:
 - name: first
@@ -563,7 +545,7 @@ fn invalid_certificate_path_fails_startup_naming_the_listener_and_field() {
     let pki = Pki::new();
     let (_, key) = pki.leaf("a", &["a.test"]);
     let missing = pki.dir.path().join("missing.crt");
-    let port = bind_port();
+    let port = free_port();
     let yaml = config_with_cert(port, &missing, &key);
 
     let mut proxy = Proxy::spawn(&yaml, &[]);
@@ -648,7 +630,7 @@ async fn certificate_hostnames_replace_the_names_in_the_certificate() {
     let a = pki.leaf("a", &["a.test"]);
     let (b_cert, b_key) = pki.leaf("b", &["*.b.test"]);
     let up = TestUpstream::start("secure").await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = format!(
         "  - name: https
     protocol: HTTPS
@@ -673,7 +655,7 @@ async fn certificate_hostnames_replace_the_names_in_the_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_upgrade_request_is_served_over_http1_and_not_passed_to_the_backend() {
     let up = TestUpstream::start("plain").await;
-    let port = bind_port();
+    let port = free_port();
     let yaml = format!(
         "binds:
 - name: main

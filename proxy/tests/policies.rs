@@ -847,3 +847,38 @@ async fn failing_mirror_does_not_affect_the_client() {
         proxy.metrics_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_chunked_post_is_retried_with_the_full_body_without_buffering_first() {
+    // Chunked (no Content-Length) but under the replay limit: the first attempt streams
+    // it while keeping a copy, and the retries replay the copy.
+    let rec = peers::BodyRecorder::start(2).await;
+    let routes = [route(
+        "r",
+        "",
+        "/",
+        "rec",
+        "{ retry: { attempts: 3, backoff: 0.01s } }",
+    )];
+    let (proxy, port) = start(
+        &routes,
+        &[backend("rec", rec.addr, "")],
+        "settings:\n  maxReplayBodyBytes: 8192\n",
+    );
+    let req = Request::post(format!("http://127.0.0.1:{port}/upload"))
+        .header("host", "example.com")
+        .body(peers::chunked(4, 1024))
+        .unwrap();
+    let got = peers::send_streaming(req).await.unwrap();
+    assert_eq!(got.status, 200, "{}", proxy.logs());
+    let bodies = rec.bodies();
+    assert_eq!(bodies.len(), 3, "two failures, then success");
+    assert!(
+        bodies.iter().all(|b| b.len() == 4096),
+        "every attempt got the whole body"
+    );
+    assert_eq!(
+        proxy.metric("agentmesh_upstream_retries_total", &[("backend", "rec")]),
+        2.0
+    );
+}

@@ -9,17 +9,16 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use support::Proxy;
 use support::client::{self, Got};
 use support::upstream::TestUpstream;
+use support::{Proxy, free_port};
 
 /// Named upstreams, one per route target, and the `backends:` YAML that points at them.
 struct Upstreams(Vec<TestUpstream>);
@@ -121,24 +120,6 @@ async fn expect_all(proxy: &Proxy, addr: SocketAddr, cases: &[(Call<'_>, &str)])
     );
 }
 
-/// A free port for a bind, taken below the kernel's ephemeral range (where
-/// `support::free_port`, and so `Proxy::start` for its admin ports, picks): two
-/// `free_port` calls in a row can return the same port, and the proxy then fails to start.
-fn bind_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    if NEXT.load(Ordering::Relaxed) == 0 {
-        let base = 20_000 + rand::random_range(0..10_000u16);
-        let _ = NEXT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(port < 32_000, "no free port below the ephemeral range");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -146,7 +127,7 @@ fn addr(port: u16) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread")]
 async fn listener_is_chosen_by_host_exact_before_wildcard_and_catch_all_takes_the_rest() {
     let ups = Upstreams::start(&["rest", "wild", "exact", "other-wild"]).await;
-    let port = bind_port();
+    let port = free_port();
     // Config order is the opposite of specificity: the catch-all comes first.
     let listeners = "  - name: rest
     routes:
@@ -188,7 +169,7 @@ async fn listener_is_chosen_by_host_exact_before_wildcard_and_catch_all_takes_th
 #[tokio::test(flavor = "multi_thread")]
 async fn host_matching_no_listener_for_the_host_is_404() {
     let ups = Upstreams::start(&["wild"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: wild
     hostnames: ['*.example.com']
     routes:
@@ -212,7 +193,7 @@ async fn host_matching_no_listener_for_the_host_is_404() {
 #[tokio::test(flavor = "multi_thread")]
 async fn host_matching_route_hostnames_narrow_the_listener_and_exact_beats_wildcard() {
     let ups = Upstreams::start(&["wild", "exact", "any"]).await;
-    let port = bind_port();
+    let port = free_port();
     // The routes are listed least specific first.
     let listeners = "  - name: http
     routes:
@@ -243,7 +224,7 @@ async fn host_matching_route_hostnames_narrow_the_listener_and_exact_beats_wildc
 #[tokio::test(flavor = "multi_thread")]
 async fn path_matching_exact_prefix_on_segment_boundary_and_whole_path_regex() {
     let ups = Upstreams::start(&["exact", "prefix", "slash-prefix", "regex"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: http
     routes:
     - { name: exact, matches: [{ path: { exact: /exact } }], backends: [{ backend: exact }] }
@@ -283,7 +264,7 @@ async fn path_matching_exact_prefix_on_segment_boundary_and_whole_path_regex() {
 #[tokio::test(flavor = "multi_thread")]
 async fn method_header_and_query_conditions_all_must_hold() {
     let ups = Upstreams::start(&["hit", "miss"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: http
     routes:
     - { name: fallback, backends: [{ backend: miss }] }
@@ -393,7 +374,7 @@ async fn precedence_follows_the_gateway_api_not_config_order() {
         "second",
     ];
     let ups = Upstreams::start(&names).await;
-    let port = bind_port();
+    let port = free_port();
     // Every route is listed before the routes that must beat it.
     let listeners = "  - name: http
     routes:
@@ -458,7 +439,7 @@ async fn precedence_follows_the_gateway_api_not_config_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn weighted_backends_share_traffic_by_weight_and_weight_zero_gets_none() {
     let ups = Upstreams::start(&["light", "heavy", "off"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: http
     routes:
     - name: split
@@ -489,7 +470,7 @@ async fn weighted_backends_share_traffic_by_weight_and_weight_zero_gets_none() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unmatched_request_gets_404_naming_method_host_and_path_and_is_counted() {
     let ups = Upstreams::start(&["only"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: http
     hostnames: [shop.example.com]
     routes:
@@ -540,7 +521,7 @@ async fn unmatched_request_gets_404_naming_method_host_and_path_and_is_counted()
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_sees_the_host_that_routing_used_not_a_conflicting_host_header() {
     let ups = Upstreams::start(&["public", "admin", "rest"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: public
     hostnames: [public.test]
     routes:
@@ -580,7 +561,7 @@ async fn upstream_sees_the_host_that_routing_used_not_a_conflicting_host_header(
 #[tokio::test(flavor = "multi_thread")]
 async fn header_conditions_see_values_that_are_not_plain_ascii() {
     let ups = Upstreams::start(&["hit", "miss"]).await;
-    let port = bind_port();
+    let port = free_port();
     let listeners = "  - name: http
     routes:
     - { name: fallback, backends: [{ backend: miss }] }

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::ir::{Backend, BackendKind, Policies};
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
+use crate::http::replay::Replay;
 use crate::http::upstream::{UpstreamClient, UpstreamErrorKind};
 use crate::telemetry::metrics::{Metrics, MirrorOutcome};
 
@@ -50,6 +51,18 @@ pub enum OutboundBody {
     Replayable(Bytes),
     /// Streaming: sent once.
     Streaming(Body),
+}
+
+/// Everything about a request that forwarding sends on.
+pub struct Outbound {
+    /// The request head, ready to send.
+    pub head: Head,
+    /// The request body.
+    pub body: OutboundBody,
+    /// The client side of a pending protocol upgrade.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// How much of a streaming body may be kept to replay it on a retry.
+    pub replay_limit: usize,
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
@@ -111,12 +124,16 @@ pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
 /// it when a mirror policy says so. `upgrade` is the client side of a pending upgrade.
 pub async fn forward(
     backend: &Backend,
-    head: Head,
-    body: OutboundBody,
+    outbound: Outbound,
     policies: &Policies,
     metrics: &Arc<Metrics>,
-    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+    let Outbound {
+        head,
+        body,
+        upgrade,
+        replay_limit,
+    } = outbound;
     let BackendKind::Host(client) = &backend.kind;
     if let (Some(mirror), OutboundBody::Replayable(bytes)) = (&policies.mirror, &body)
         && rand::random::<f64>() * 100.0 < mirror.percentage
@@ -129,19 +146,21 @@ pub async fn forward(
         );
     }
     let per_try = policies.timeouts.and_then(|t| t.backend_request);
-    let (mut body, replay) = match body {
-        OutboundBody::Replayable(b) => (None, Some(b)),
+    // Without a retry policy the body streams once; with one, attempts share a replay
+    // buffer (small bodies already read are simply sent again).
+    let retry = policies.retry.as_deref();
+    let (mut once, replay) = match body {
+        OutboundBody::Replayable(b) => (None, Some(Replay::new(body::full(b), usize::MAX))),
+        OutboundBody::Streaming(b) if retry.is_some() => (None, Some(Replay::new(b, replay_limit))),
         OutboundBody::Streaming(b) => (Some(b), None),
     };
-    let retry = policies.retry.as_deref().filter(|_| replay.is_some());
     let attempts = retry.map_or(1, |r| r.attempts + 1);
     let mut backoff = retry.map_or(Duration::ZERO, |r| r.backoff);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let last = attempt >= attempts;
-        let req_body = match (&replay, body.take()) {
-            (Some(bytes), _) => body::full(bytes.clone()),
+        let req_body = match (&replay, once.take()) {
+            (Some(r), _) => body::boxed(r.attempt()),
             (None, Some(b)) => b,
             (None, None) => body::empty(),
         };
@@ -155,6 +174,8 @@ pub async fn forward(
             }
             (Err(e), Some(r)) => r.codes.contains(&e.status()),
         };
+        // Decided after the attempt: it may have streamed more than the replay limit.
+        let last = attempt >= attempts || replay.as_ref().is_none_or(|r| !r.can_replay());
         if !retry_this || last {
             let mut resp = result?;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS

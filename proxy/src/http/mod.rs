@@ -10,6 +10,7 @@ pub mod error;
 pub mod filters;
 pub mod forward;
 pub mod limit;
+pub mod replay;
 pub mod route;
 pub mod service;
 pub mod upstream;

@@ -26,7 +26,7 @@ use crate::config::ir::{Backend, Config, Policies, Route, RouteBackend};
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
 use crate::http::filters;
-use crate::http::forward::{self, Head, OutboundBody};
+use crate::http::forward::{self, Head, Outbound, OutboundBody};
 use crate::http::limit::LimitedBody;
 use crate::http::route::{RequestView, request_host};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
@@ -229,9 +229,10 @@ impl HttpService {
         };
 
         let (limited, exceeded) = LimitedBody::new(incoming, max_body);
-        let wants_replay = policies.retry.is_some() || policies.mirror.is_some();
+        // A mirror sends its copy alongside the first attempt, so it needs the body read
+        // first (small, known-length bodies only). Retries replay without reading first.
         let replay_limit = config.settings.max_replay_body_bytes as u64;
-        let outbound = if wants_replay
+        let outbound = if policies.mirror.is_some()
             && limited
                 .size_hint()
                 .upper()
@@ -254,7 +255,13 @@ impl HttpService {
         };
 
         let request_timeout = policies.timeouts.and_then(|t| t.request);
-        let call = self.call_backend(&chosen.backend, head, outbound, &policies, on_upgrade, tags);
+        let outbound = Outbound {
+            head,
+            body: outbound,
+            upgrade: on_upgrade,
+            replay_limit: config.settings.max_replay_body_bytes,
+        };
+        let call = self.call_backend(&chosen.backend, outbound, &policies, tags);
         let result = match request_timeout {
             Some(limit) => tokio::time::timeout(limit, call)
                 .await
@@ -274,13 +281,11 @@ impl HttpService {
     async fn call_backend(
         &self,
         backend: &Backend,
-        head: Head,
-        body: OutboundBody,
+        outbound: Outbound,
         policies: &Policies,
-        upgrade: Option<hyper::upgrade::OnUpgrade>,
         tags: &Tags,
     ) -> Result<Response<Body>, ProxyError> {
-        let resp = forward::forward(backend, head, body, policies, &self.metrics, upgrade).await?;
+        let resp = forward::forward(backend, outbound, policies, &self.metrics).await?;
         let (mut parts, incoming) = resp.into_parts();
         if parts.status != StatusCode::SWITCHING_PROTOCOLS {
             forward::strip_hop_by_hop(&mut parts.headers, false);
