@@ -1,4 +1,5 @@
 //! The checked-in JSON Schema of the config file must match the proto types.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
