@@ -112,15 +112,16 @@ am_log "ok: 200, response header added (x-served-by), request header added (ngin
 # --- the request in the proxy's metrics ------------------------------------------------
 METRICS_URL="http://127.0.0.1:$METRICS_PORT/metrics"
 METRICS=$(curl -sS --max-time 5 "$METRICS_URL") || am_die "could not read $METRICS_URL"
-# The request counter for this demo's route (agentmesh_requests_total{...route="all"...}).
-LINES=$(grep -E '^agentmesh_requests_total\{.*route="all"' <<<"$METRICS" || true)
+# The request samples for this demo's route; the route label is qualified by bind and
+# listener ("main/http/all"). Histogram buckets are left out to keep it short.
+LINES=$(grep -E '^agentmesh_request[a-z_]*\{.*route="([^"]*/)?all"' <<<"$METRICS" | grep -v '_bucket{' || true)
 if [[ -z $LINES ]]; then
   # Fall back to any sample naming the route or backend, or any request-level sample,
   # in case the metric names change; histogram buckets are left out to stay short.
   LINES=$(grep -v '^#' <<<"$METRICS" | grep -E '="(all|nginx)"|request' | grep -v '_bucket{' || true)
 fi
 [[ -n $LINES ]] || am_die "no sample for the request in $METRICS_URL"
-echo "\$ curl -s $METRICS_URL | grep '^agentmesh_requests_total.*route=\"all\"'"
+echo "\$ curl -s $METRICS_URL | grep '^agentmesh_request.*route=\"main/http/all\"' | grep -v _bucket"
 echo "$LINES"
 echo
 am_log "demo finished; stopping nginx and the proxy"

@@ -169,6 +169,7 @@ EOF
     am_die "agentmesh-proxy did not become ready within 30 s"
   fi
   RSS_IDLE_KIB=$(am_rss_kib "$AM_PID")
+  AM_THREADS=$(awk '/^Threads:/ { print $2 }' "/proc/$AM_PID/status")
   URL[agentmesh]="http://127.0.0.1:$AM_PORT/1k.txt"
   am_log "agentmesh on 127.0.0.1:$AM_PORT (pid $AM_PID, idle RSS $RSS_IDLE_KIB KiB)"
 fi
@@ -333,7 +334,7 @@ report() {
     echo
     echo "agentmesh process"
     echo "  exec-to-ready:   median $median ms (min $min, max $max; $trials runs)"
-    echo "  RSS when ready:  $(mib "$RSS_IDLE_KIB")"
+    echo "  RSS when ready:  $(mib "$RSS_IDLE_KIB") ($AM_THREADS threads)"
     echo "  RSS after load:  $(mib "$RSS_LOAD_KIB") (peak $(mib "$RSS_PEAK_KIB"))"
   fi
 }

@@ -600,3 +600,32 @@ async fn header_conditions_see_values_that_are_not_plain_ascii() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_are_resolved_before_routing_and_forwarding() {
+    let ups = Upstreams::start(&["public", "admin"]).await;
+    let port = free_port();
+    let listeners = "  - name: http
+    routes:
+    - { name: public, matches: [{ path: { prefix: /public } }], backends: [{ backend: public }] }
+    - { name: admin, matches: [{ path: { prefix: /admin } }], backends: [{ backend: admin }] }";
+    let proxy = Proxy::start(&config(port, listeners, &ups));
+    let h = "example.com";
+    expect_all(
+        &proxy,
+        addr(port),
+        &[
+            (Call::get(h, "/public/../admin/users"), "admin"),
+            (Call::get(h, "/public/%2e%2E/admin"), "admin"),
+            (Call::get(h, "/admin/./x"), "admin"),
+            (Call::get(h, "/public/a/../b"), "public"),
+        ],
+    )
+    .await;
+    // The backend sees the path it was routed by, query kept.
+    let got = Call::get(h, "/public/x/../../admin/users?id=7")
+        .send(&client::http1(), addr(port))
+        .await;
+    assert_eq!(got.json()["path"], "/admin/users");
+    assert_eq!(got.json()["query"]["id"], "7");
+}

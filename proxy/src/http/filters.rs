@@ -8,6 +8,49 @@ use http::{Response, Uri};
 use crate::config::ir::{DirectResponse, HeaderMods, PathRewrite, Redirect, UrlRewrite};
 use crate::http::body::{self, Body};
 
+/// Removes dot segments (`.`, `..`, and their percent-encoded forms) from a path, as
+/// RFC 3986 §5.2.4 resolves them; `None` when there is nothing to change.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let is_dot = |seg: &str| seg == "." || seg.eq_ignore_ascii_case("%2e");
+    let is_dotdot = |seg: &str| {
+        matches!(
+            seg.to_ascii_lowercase().as_str(),
+            ".." | ".%2e" | "%2e." | "%2e%2e"
+        )
+    };
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    if !segments.iter().any(|s| is_dot(s) || is_dotdot(s)) {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        if is_dot(seg) {
+            // A trailing dot segment leaves the path ending in `/`.
+            if i == last {
+                out.push("");
+            }
+        } else if is_dotdot(seg) {
+            out.pop();
+            if i == last {
+                out.push("");
+            }
+        } else {
+            out.push(seg);
+        }
+    }
+    Some(format!("/{}", out.join("/")))
+}
+
+/// Returns the URI with its path normalized (see [`normalize_path`]), or `None` when it
+/// is already normal.
+pub fn normalize_uri(uri: &Uri) -> Option<Uri> {
+    let path = normalize_path(uri.path())?;
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(with_query(path, uri)).ok();
+    Uri::from_parts(parts).ok()
+}
+
 /// Applies header changes: set, then add, then remove.
 pub fn apply_header_mods(mods: &HeaderMods, headers: &mut HeaderMap) {
     for (name, value) in &mods.set {
@@ -155,6 +198,22 @@ pub fn direct_response(d: &DirectResponse) -> Response<Body> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_resolved_like_a_backend_would() {
+        assert_eq!(
+            normalize_path("/public/../admin").as_deref(),
+            Some("/admin")
+        );
+        assert_eq!(normalize_path("/a/./b/%2E%2e/c").as_deref(), Some("/a/c"));
+        assert_eq!(normalize_path("/../../etc").as_deref(), Some("/etc"));
+        assert_eq!(normalize_path("/a/b/..").as_deref(), Some("/a/"));
+        assert_eq!(normalize_path("/a/.").as_deref(), Some("/a/"));
+        assert_eq!(normalize_path("/a/b.c/..d"), None);
+        assert_eq!(normalize_path("/"), None);
+        let uri: Uri = "/x/../y?q=1".parse().unwrap();
+        assert_eq!(normalize_uri(&uri).unwrap().to_string(), "/y?q=1");
+    }
 
     #[test]
     fn prefix_rewrite_replaces_only_the_matched_prefix() {

@@ -104,9 +104,14 @@ impl HttpService {
     async fn route_and_serve(
         &self,
         config: &Arc<Config>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         tags: &mut Tags,
     ) -> Result<Response<Body>, ProxyError> {
+        // Route (and forward) the path the backend will resolve, so `/public/../admin`
+        // cannot slip past a rule for `/admin`.
+        if let Some(normalized) = filters::normalize_uri(req.uri()) {
+            *req.uri_mut() = normalized;
+        }
         let host = request_host(req.uri(), req.headers());
         let host = host.as_deref();
         let bind = config.bind(&self.conn.bind_key).ok_or_else(|| {
