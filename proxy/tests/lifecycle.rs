@@ -842,3 +842,36 @@ fn cli_without_config_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--config"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_that_removes_a_backend_closes_its_pooled_connections() {
+    let old = TestUpstream::start("old").await;
+    let new = TestUpstream::start("new").await;
+    let port = free_port();
+    let config = |backend: &str, up: &TestUpstream| {
+        simple_config(
+            port,
+            &tagged_route("all", backend, "x"),
+            &host_backend(backend, up.addr),
+        )
+    };
+    let proxy = Proxy::start(&config("old", &old));
+    assert_eq!(
+        client::get(addr(port), "example.com", "/").await.status,
+        200
+    );
+    let active = |b: &str| proxy.metric("agentmesh_upstream_connections_active", &[("backend", b)]);
+    assert_eq!(
+        active("old"),
+        1.0,
+        "one pooled connection to the old backend"
+    );
+
+    proxy.write_config(&config("new", &new));
+    assert!(get_until(addr(port), "/", |g| g.header("x-upstream") == Some("new")).await);
+    assert!(
+        eventually(LIMIT, || active("old") == 0.0),
+        "the removed backend's idle connection was not closed:\n{}",
+        proxy.metrics_text()
+    );
+}

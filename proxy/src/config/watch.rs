@@ -81,6 +81,15 @@ fn may_change_config(event: &notify::Event, file_name: Option<&std::ffi::OsStr>)
 pub fn reload(path: &Path, store: &Store, ctx: &CompileContext, metrics: &Metrics) -> bool {
     match load_file(path, ctx) {
         Ok(config) => {
+            // Clients of backends that are gone free their pooled connections; requests
+            // still running on the old config hold their own client.
+            let keep: std::collections::HashSet<String> = config
+                .resources
+                .backends
+                .iter()
+                .map(|b| b.key.clone())
+                .collect();
+            ctx.upstreams.retain(|name| keep.contains(name));
             store.replace(config);
             metrics.record_config_reload("file", true);
             tracing::info!(path = %path.display(), "config reloaded");
