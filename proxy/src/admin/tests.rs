@@ -158,7 +158,7 @@ async fn metrics_endpoint_serves_recorded_requests_as_prometheus_text() {
             listener: "public".into(),
             route: "chat".into(),
             backend: "openai".into(),
-            method: "POST".into(),
+            method: http::Method::POST,
             status: 502,
         },
         Duration::from_millis(3),

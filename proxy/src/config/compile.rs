@@ -92,7 +92,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
         backends.insert(
             &b.key,
             Arc::new(ir::Backend {
-                key: b.key.clone(),
+                key: b.key.as_str().into(),
                 kind,
             }),
         );
@@ -232,7 +232,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
             .entry(r.listener_key.as_str())
             .or_default()
             .push(Arc::new(ir::Route {
-                key: r.key.clone(),
+                key: r.key.as_str().into(),
                 hostnames,
                 matches,
                 backends: route_backends,
@@ -375,7 +375,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 .remove(l.key.as_str())
                 .unwrap_or_default();
             listeners.push(Arc::new(ir::Listener {
-                key: l.key.clone(),
+                key: l.key.as_str().into(),
                 hostnames,
                 routes: RouteTable::new(&routes),
             }));

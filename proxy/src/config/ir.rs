@@ -99,7 +99,7 @@ impl Bind {
 #[derive(Debug)]
 pub struct Listener {
     /// Key.
-    pub key: String,
+    pub key: Arc<str>,
     /// Hostnames; empty takes any host.
     pub hostnames: Vec<HostPattern>,
     /// Routes in precedence order.
@@ -110,7 +110,7 @@ pub struct Listener {
 #[derive(Debug)]
 pub struct Route {
     /// Key.
-    pub key: String,
+    pub key: Arc<str>,
     /// Route hostnames; empty takes all of the listener's.
     pub hostnames: Vec<HostPattern>,
     /// Conditions (at least one; an empty list in config becomes "any").
@@ -136,7 +136,7 @@ pub struct RouteBackend {
 #[derive(Debug)]
 pub struct Backend {
     /// Key.
-    pub key: String,
+    pub key: Arc<str>,
     /// What kind of backend it is, and the handler that serves it.
     pub kind: BackendKind,
 }

@@ -35,12 +35,18 @@ pub struct Head {
 }
 
 impl Head {
+    /// A request with a copy of this head, for one of several attempts.
     fn request(&self, body: Body) -> Request<Body> {
+        self.clone().into_request(body)
+    }
+
+    /// The request, consuming the head (the common single-attempt case: no copy).
+    fn into_request(self, body: Body) -> Request<Body> {
         let mut req = Request::new(body);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = self.headers;
         req
     }
 }
@@ -149,21 +155,27 @@ pub async fn forward(
     // Without a retry policy the body streams once; with one, attempts share a replay
     // buffer (small bodies already read are simply sent again).
     let retry = policies.retry.as_deref();
-    let (mut once, replay) = match body {
-        OutboundBody::Replayable(b) => (None, Some(Replay::new(body::full(b), usize::MAX))),
-        OutboundBody::Streaming(b) if retry.is_some() => (None, Some(Replay::new(b, replay_limit))),
-        OutboundBody::Streaming(b) => (Some(b), None),
+    let replay = match body {
+        OutboundBody::Replayable(b) if retry.is_some() => Replay::new(body::full(b), usize::MAX),
+        OutboundBody::Streaming(b) if retry.is_some() => Replay::new(b, replay_limit),
+        // One attempt: the head and body move into the request.
+        OutboundBody::Replayable(b) => {
+            let req = head.into_request(body::full(b));
+            let resp = send_once(client, &backend.key, req, per_try).await?;
+            return Ok(splice_if_upgraded(resp, upgrade, &backend.key));
+        }
+        OutboundBody::Streaming(b) => {
+            let req = head.into_request(b);
+            let resp = send_once(client, &backend.key, req, per_try).await?;
+            return Ok(splice_if_upgraded(resp, upgrade, &backend.key));
+        }
     };
     let attempts = retry.map_or(1, |r| r.attempts + 1);
     let mut backoff = retry.map_or(Duration::ZERO, |r| r.backoff);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let req_body = match (&replay, once.take()) {
-            (Some(r), _) => body::boxed(r.attempt()),
-            (None, Some(b)) => b,
-            (None, None) => body::empty(),
-        };
+        let req_body = body::boxed(replay.attempt());
         let result = send_once(client, &backend.key, head.request(req_body), per_try).await;
         let retry_this = match (&result, retry) {
             (_, None) => false,
@@ -175,20 +187,9 @@ pub async fn forward(
             (Err(e), Some(r)) => r.codes.contains(&e.status()),
         };
         // Decided after the attempt: it may have streamed more than the replay limit.
-        let last = attempt >= attempts || replay.as_ref().is_none_or(|r| !r.can_replay());
+        let last = attempt >= attempts || !replay.can_replay();
         if !retry_this || last {
-            let mut resp = result?;
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_side) = upgrade
-            {
-                let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(splice_upgrade(
-                    client_side,
-                    upstream_side,
-                    backend.key.clone(),
-                ));
-            }
-            return Ok(resp);
+            return Ok(splice_if_upgraded(result?, upgrade, &backend.key));
         }
         metrics.record_retry(&backend.key);
         match &result {
@@ -201,6 +202,26 @@ pub async fn forward(
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2);
     }
+}
+
+/// When the backend agreed to a protocol upgrade, joins the client's and the backend's
+/// upgraded connections in a task of their own.
+fn splice_if_upgraded(
+    mut resp: Response<hyper::body::Incoming>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    backend: &str,
+) -> Response<hyper::body::Incoming> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = upgrade
+    {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(splice_upgrade(
+            client_side,
+            upstream_side,
+            backend.to_string(),
+        ));
+    }
+    resp
 }
 
 async fn send_once(

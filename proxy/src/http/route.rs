@@ -6,6 +6,7 @@
 //! is a walk down a list until the first entry that matches. Nothing here knows about
 //! policies or backends beyond the route it returns.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -71,13 +72,19 @@ impl HostPattern {
 
 /// Returns the lowercase host of a request, without port: from the URI authority
 /// (HTTP/2, absolute-form) or the `Host` header.
-pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<String> {
+pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
     let raw = uri.authority().map(|a| a.host()).or_else(|| {
         headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
     })?;
-    Some(strip_port(raw).to_ascii_lowercase())
+    let host = strip_port(raw);
+    // Most clients send lowercase hosts: copy only when there is something to lower.
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
 }
 
 /// Removes a `:port` suffix, keeping IPv6 literals (`[::1]:80` → `[::1]`).

@@ -94,7 +94,7 @@ impl HttpService {
             listener: tags.listener,
             route: tags.route,
             backend: tags.backend,
-            method: method.to_string(),
+            method,
             status: response.status().as_u16(),
         };
         self.metrics.record_request(&labels, start.elapsed());
@@ -169,6 +169,12 @@ impl HttpService {
         }
 
         let upgrade = forward::wants_upgrade(&req);
+        // The host borrows from the request; keep a copy only where a redirect needs it.
+        let redirect_host = policies
+            .redirect
+            .as_ref()
+            .and(host)
+            .map(str::to_owned);
         let (mut parts, incoming) = req.into_parts();
         // Forward the host that routing used: a URI authority (HTTP/2 `:authority`,
         // absolute-form) wins over a Host header that disagrees (RFC 9112 §3.2.2).
@@ -185,7 +191,7 @@ impl HttpService {
             let mut resp = filters::redirect(
                 r,
                 &parts.uri,
-                host,
+                redirect_host.as_deref(),
                 filters::request_port(&parts.uri, &parts.headers),
                 self.conn.tls,
                 matched_prefix.as_deref(),
@@ -327,9 +333,9 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
 /// Labels and state gathered while a request goes through the pipeline.
 #[derive(Default)]
 struct Tags {
-    listener: String,
-    route: String,
-    backend: String,
+    listener: Arc<str>,
+    route: Arc<str>,
+    backend: Arc<str>,
     origin: Option<HeaderValue>,
     policies: Option<Arc<Policies>>,
 }

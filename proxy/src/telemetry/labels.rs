@@ -5,18 +5,33 @@
 //! This module must not accept free-form strings from requests as label values: every
 //! value is picked from a closed set, so a client cannot grow the number of series.
 
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
+/// A config name used as a label value (listener, route, backend key). Shared with the
+/// config, so labelling a request copies a pointer, not the name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameLabel(pub Arc<str>);
+
+impl EncodeLabelValue for NameLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 /// What the data plane knows about a finished HTTP request, for
 /// [`Metrics::record_request`](super::Metrics::record_request).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestLabels {
-    /// Name of the listener that accepted the request.
-    pub listener: String,
-    /// Name of the route that matched (empty when none did).
-    pub route: String,
-    /// Name of the backend the request was sent to (empty when none).
-    pub backend: String,
+    /// Key of the listener that accepted the request (empty when none did).
+    pub listener: Arc<str>,
+    /// Key of the route that matched (empty when none did).
+    pub route: Arc<str>,
+    /// Key of the backend the request was sent to (empty when none).
+    pub backend: Arc<str>,
     /// The request method as received; anything non-standard is counted as `OTHER`.
-    pub method: String,
+    pub method: http::Method,
     /// The HTTP status sent to the client.
     pub status: u16,
 }

@@ -21,7 +21,9 @@ use prometheus_client::registry::Registry;
 
 pub use super::exposition::CONTENT_TYPE;
 use super::exposition::openmetrics_to_prometheus_text;
-pub use super::labels::{ConnectionErrorReason, ErrorReason, MirrorOutcome, RequestLabels};
+pub use super::labels::{
+    ConnectionErrorReason, ErrorReason, MirrorOutcome, NameLabel, RequestLabels,
+};
 use super::labels::{method_label, status_class};
 
 /// Upper bounds of the request-duration buckets, in seconds: 0.5 ms doubling 17 times,
@@ -37,18 +39,18 @@ fn new_duration_histogram() -> Histogram {
 
 #[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
 struct RequestLabelSet {
-    listener: String,
-    route: String,
-    backend: String,
+    listener: NameLabel,
+    route: NameLabel,
+    backend: NameLabel,
     method: &'static str,
     status_class: &'static str,
 }
 
 #[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
 struct RequestErrorLabelSet {
-    listener: String,
-    route: String,
-    backend: String,
+    listener: NameLabel,
+    route: NameLabel,
+    backend: NameLabel,
     reason: &'static str,
 }
 
@@ -255,10 +257,10 @@ impl Metrics {
     /// Counts one answered request and observes its duration.
     pub fn record_request(&self, labels: &RequestLabels, elapsed: Duration) {
         let set = RequestLabelSet {
-            listener: labels.listener.clone(),
-            route: labels.route.clone(),
-            backend: labels.backend.clone(),
-            method: method_label(&labels.method),
+            listener: NameLabel(labels.listener.clone()),
+            route: NameLabel(labels.route.clone()),
+            backend: NameLabel(labels.backend.clone()),
+            method: method_label(labels.method.as_str()),
             status_class: status_class(labels.status),
         };
         self.requests.get_or_create(&set).inc();
@@ -276,9 +278,9 @@ impl Metrics {
         reason: ErrorReason,
     ) {
         let set = RequestErrorLabelSet {
-            listener: listener.to_owned(),
-            route: route.to_owned(),
-            backend: backend.to_owned(),
+            listener: NameLabel(listener.into()),
+            route: NameLabel(route.into()),
+            backend: NameLabel(backend.into()),
             reason: reason.as_str(),
         };
         self.request_errors.get_or_create(&set).inc();
@@ -389,7 +391,7 @@ mod tests {
             listener: "public".into(),
             route: "mcp".into(),
             backend: "github-mcp".into(),
-            method: "POST".into(),
+            method: http::Method::POST,
             status: 200,
         }
     }
@@ -454,7 +456,7 @@ mod tests {
         let m = Metrics::new();
         for method in ["BREW", "get", "PROPFIND"] {
             let mut labels = sample_request();
-            labels.method = method.into();
+            labels.method = http::Method::from_bytes(method.as_bytes()).expect("valid method token");
             labels.status = 503;
             m.record_request(&labels, Duration::ZERO);
         }
