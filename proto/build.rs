@@ -7,12 +7,16 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/agentmesh/config/v1/resources.proto"];
+    // Every .proto under proto/ is compiled: adding a file needs no change here.
+    let mut protos = Vec::new();
+    collect_protos(std::path::Path::new("proto"), &mut protos)?;
+    protos.sort();
+    println!("cargo:rerun-if-changed=proto");
     for p in &protos {
-        println!("cargo:rerun-if-changed={p}");
+        println!("cargo:rerun-if-changed={}", p.display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let fds = protox::compile(protos, ["proto"])?;
+    let fds = protox::compile(&protos, ["proto"])?;
     let descriptor_path = out.join("descriptor.bin");
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
 
@@ -29,5 +33,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .extern_path(".google.protobuf", "::pbjson_types")
         .build(&[".agentmesh"])?;
+    Ok(())
+}
+
+fn collect_protos(
+    dir: &std::path::Path,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_protos(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            out.push(path);
+        }
+    }
     Ok(())
 }
