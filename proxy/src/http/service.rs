@@ -170,11 +170,7 @@ impl HttpService {
 
         let upgrade = forward::wants_upgrade(&req);
         // The host borrows from the request; keep a copy only where a redirect needs it.
-        let redirect_host = policies
-            .redirect
-            .as_ref()
-            .and(host)
-            .map(str::to_owned);
+        let redirect_host = policies.redirect.as_ref().and(host).map(str::to_owned);
         let (mut parts, incoming) = req.into_parts();
         // Forward the host that routing used: a URI authority (HTTP/2 `:authority`,
         // absolute-form) wins over a Host header that disagrees (RFC 9112 §3.2.2).

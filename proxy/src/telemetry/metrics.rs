@@ -106,6 +106,8 @@ pub struct Metrics {
     config_reloads: Family<ReloadLabelSet, Counter>,
     config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     config_generation: Gauge,
+    /// Sidecar capture metrics.
+    pub sidecar: super::sidecar::SidecarMetrics,
     /// Serializes config-reload bookkeeping so timestamp and generation move together.
     reload_lock: Mutex<()>,
 }
@@ -234,8 +236,10 @@ impl Metrics {
             build_info,
         );
 
+        let sidecar = super::sidecar::SidecarMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
+            sidecar,
             requests,
             request_duration,
             request_errors,
@@ -456,7 +460,8 @@ mod tests {
         let m = Metrics::new();
         for method in ["BREW", "get", "PROPFIND"] {
             let mut labels = sample_request();
-            labels.method = http::Method::from_bytes(method.as_bytes()).expect("valid method token");
+            labels.method =
+                http::Method::from_bytes(method.as_bytes()).expect("valid method token");
             labels.status = 503;
             m.record_request(&labels, Duration::ZERO);
         }
