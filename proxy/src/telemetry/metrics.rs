@@ -106,8 +106,6 @@ pub struct Metrics {
     config_reloads: Family<ReloadLabelSet, Counter>,
     config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     config_generation: Gauge,
-    /// Sidecar capture metrics.
-    pub sidecar: super::sidecar::SidecarMetrics,
     /// Serializes config-reload bookkeeping so timestamp and generation move together.
     reload_lock: Mutex<()>,
 }
@@ -236,10 +234,8 @@ impl Metrics {
             build_info,
         );
 
-        let sidecar = super::sidecar::SidecarMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
-            sidecar,
             requests,
             request_duration,
             request_errors,
