@@ -42,6 +42,9 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# Python MCP SDK peers (a venv under target/, no root needed); idempotent.
+"$(dirname "${BASH_SOURCE[0]}")/install-mcp-deps.sh"
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   log "all test dependencies are installed"
   exit 0

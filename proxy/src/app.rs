@@ -1,5 +1,5 @@
-//! Process wiring for standalone mode: load the config, open binds and the admin ports,
-//! follow file changes, drain on SIGTERM.
+//! Process wiring: load the config, open binds and the admin ports, start the sidecar's
+//! outbound capture in sidecar mode, follow file changes, drain on SIGTERM.
 //!
 //! `main.rs` parses the command line and calls [`run`]; everything a running proxy is
 //! made of is assembled here, once.
@@ -16,6 +16,7 @@ use crate::admin::{self, AdminState, Readiness};
 use crate::config::{self, CompileContext, ConfigError, Store};
 use crate::http::upstream::{ConnectionObserver, UpstreamPool};
 use crate::listen::Listeners;
+use crate::listen::capture::{CaptureOptions, OutboundCapture, SoOriginalDst};
 use crate::telemetry::{LogControl, Metrics};
 
 /// Everything `run` needs, from the command line.
@@ -33,7 +34,19 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Whether to reload the file when it changes.
     pub watch: bool,
+    /// Sidecar mode: where to capture the pod's outbound traffic. `None` in standalone mode.
+    pub sidecar: Option<SidecarOptions>,
 }
+
+/// Sidecar-mode options, from the command line.
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    /// Outbound capture addresses (the iptables REDIRECT target).
+    pub outbound_addrs: Vec<SocketAddr>,
+}
+
+/// The inbound capture port (DESIGN.md "Contracts"); captured traffic to it is a loop.
+pub const INBOUND_CAPTURE_PORT: u16 = 16006;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +77,14 @@ impl ConnectionObserver for MetricsObserver {
 
 /// The shared parts needed to compile configs.
 pub fn compile_context(metrics: &Arc<Metrics>) -> CompileContext {
-    let observer: Arc<dyn ConnectionObserver> = Arc::new(MetricsObserver(metrics.clone()));
     CompileContext {
-        upstreams: Arc::new(UpstreamPool::new(Some(observer))),
+        upstreams: Arc::new(UpstreamPool::new(Some(connection_observer(metrics)))),
     }
+}
+
+/// Counts upstream connections of a client in `metrics`.
+pub fn connection_observer(metrics: &Arc<Metrics>) -> Arc<dyn ConnectionObserver> {
+    Arc::new(MetricsObserver(metrics.clone()))
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains. Returns once drained.
@@ -82,6 +99,10 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
         return Err(StartError::Listen(e.to_string()));
     }
     listeners.follow();
+    let _capture = match &opts.sidecar {
+        Some(sidecar) => Some(start_capture(&opts, sidecar, &store, &metrics, &listeners).await?),
+        None => None,
+    };
 
     let readiness = Readiness::new();
     let (stop_admin, admin_stopped) = watch::channel(false);
@@ -138,6 +159,31 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     }
     let _ = stop_admin.send(true);
     Ok(())
+}
+
+/// Starts the sidecar's outbound capture listener.
+async fn start_capture(
+    opts: &Options,
+    sidecar: &SidecarOptions,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+    listeners: &Arc<Listeners>,
+) -> Result<OutboundCapture, StartError> {
+    let own_ports = [opts.admin_addr, opts.metrics_addr, opts.ready_addr]
+        .into_iter()
+        .flatten()
+        .map(|a| a.port())
+        .chain([INBOUND_CAPTURE_PORT])
+        .collect();
+    let capture = CaptureOptions {
+        addrs: sidecar.outbound_addrs.clone(),
+        own_ports,
+        orig_dst: Arc::new(SoOriginalDst),
+        observer: Some(connection_observer(metrics)),
+    };
+    OutboundCapture::start(capture, store.clone(), metrics.clone(), listeners.clone())
+        .await
+        .map_err(|e| StartError::Listen(e.to_string()))
 }
 
 async fn bind_admin(addr: SocketAddr, flag: &str) -> Result<TcpListener, StartError> {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod listen;
+pub mod mcp;
 pub mod policy;
 pub mod telemetry;
 

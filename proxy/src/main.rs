@@ -40,6 +40,10 @@ enum Command {
 enum Mode {
     /// Configuration from a local file (`--config`).
     Standalone,
+    /// Standalone, plus transparent capture of the pod's outbound traffic redirected by
+    /// iptables to `--outbound-addr` (run the proxy as UID 1501, which the rules let
+    /// through). Configuration still comes from `--config` until xDS arrives.
+    Sidecar,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +77,15 @@ struct RunArgs {
     /// Do not reload the config file when it changes.
     #[arg(long)]
     no_watch: bool,
+    /// Sidecar mode: addresses of the outbound capture listener, where iptables
+    /// redirects the pod's outbound TCP (comma-separated or repeated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:16001,[::1]:16001",
+        env = "AGENTMESH_OUTBOUND_ADDR"
+    )]
+    outbound_addr: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +171,12 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Mode::Standalone = args.mode;
+    let sidecar = match args.mode {
+        Mode::Standalone => None,
+        Mode::Sidecar => Some(app::SidecarOptions {
+            outbound_addrs: args.outbound_addr,
+        }),
+    };
     let opts = Options {
         config,
         admin_addr: args.admin_addr.0,
@@ -166,6 +184,7 @@ fn run(args: RunArgs) -> ExitCode {
         ready_addr: args.ready_addr.0,
         drain_timeout: args.drain_timeout,
         watch: !args.no_watch,
+        sidecar,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

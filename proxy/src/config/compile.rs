@@ -79,6 +79,18 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                     continue;
                 }
             },
+            Some(pb::backend::Kind::Mcp(mcp)) => {
+                match crate::mcp::config::compile(&b.key, mcp, &ctx.upstreams) {
+                    Ok(mcp) => ir::BackendKind::Mcp(Arc::new(mcp)),
+                    Err(problems) => {
+                        for (field, reason) in problems {
+                            errs.push(&res, format!("mcp.{field}"), reason);
+                        }
+                        errs.1.insert(b.key.clone());
+                        continue;
+                    }
+                }
+            }
             None => {
                 errs.push(
                     &res,
@@ -399,10 +411,17 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
         }));
     }
 
+    let bind_key_list: Vec<&str> = resources.binds.iter().map(|b| b.key.as_str()).collect();
+    let sidecar = super::sidecar::compile(resources.sidecar.as_ref(), &bind_key_list)
+        .unwrap_or_else(|e| {
+            errs.0.extend(e);
+            super::sidecar::Sidecar::default()
+        });
     if errs.0.is_empty() {
         Ok(ir::Config {
             settings,
             binds,
+            sidecar,
             resources,
         })
     } else {
@@ -745,6 +764,14 @@ fn policies(
             );
         }
         match backends.get(m.backend.as_str()) {
+            Some(b) if !matches!(b.kind, ir::BackendKind::Host(_)) => errs.push(
+                res,
+                field("mirror.backend"),
+                format!(
+                    "{:?} is not a `host` backend; only those can be mirrored to",
+                    m.backend
+                ),
+            ),
             Some(b) => {
                 out.mirror = Some(Arc::new(ir::Mirror {
                     backend: b.clone(),

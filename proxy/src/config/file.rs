@@ -20,6 +20,8 @@ use super::ConfigError;
 pub struct Resources {
     /// Process-wide settings.
     pub settings: ProxySettings,
+    /// Sidecar-mode settings.
+    pub sidecar: Option<agentmesh_proto::config::v1::SidecarSettings>,
     /// Binds, without their nested listeners.
     pub binds: Vec<Bind>,
     /// Listeners, each naming its bind, without nested routes or policies.
@@ -76,6 +78,11 @@ pub fn resolve_paths(config: &mut LocalConfig, dir: &Path) {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
         }
+        if let Some(agentmesh_proto::config::v1::backend::Kind::Mcp(mcp)) = &mut backend.kind
+            && let Some(sessions) = &mut mcp.sessions
+        {
+            fix(&mut sessions.key_file);
+        }
     }
 }
 
@@ -122,6 +129,7 @@ fn without_path_prefix(reason: String) -> String {
 pub fn flatten(config: LocalConfig) -> Resources {
     let mut out = Resources {
         settings: config.settings.unwrap_or_default(),
+        sidecar: config.sidecar,
         ..Resources::default()
     };
     let inline = |spec: PolicySpec, target: policy_target::Kind, owner: &str| Policy {
@@ -228,5 +236,6 @@ pub fn nest(resources: &Resources) -> LocalConfig {
             .cloned()
             .collect(),
         settings: Some(resources.settings),
+        sidecar: resources.sidecar.clone(),
     }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub settings: Settings,
     /// Binds by config order.
     pub binds: Vec<Arc<Bind>>,
+    /// Sidecar settings (defaults when the config has none).
+    pub sidecar: super::sidecar::Sidecar,
     /// The resources this config was compiled from (for `config_dump`).
     pub resources: Resources,
 }
@@ -146,6 +148,8 @@ pub struct Backend {
 pub enum BackendKind {
     /// A plain HTTP upstream.
     Host(Arc<UpstreamClient>),
+    /// An MCP gateway federating upstream MCP servers.
+    Mcp(Arc<crate::mcp::McpBackend>),
 }
 
 /// The effective traffic policies for a request; each kind comes from the most specific

@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod file;
 pub mod ir;
+pub mod sidecar;
 pub mod store;
 pub mod watch;
 

@@ -140,7 +140,13 @@ pub async fn forward(
         upgrade,
         replay_limit,
     } = outbound;
-    let BackendKind::Host(client) = &backend.kind;
+    let BackendKind::Host(client) = &backend.kind else {
+        // Protocol backends are served by their handlers; config rejects anything else.
+        return Err(ProxyError::NoRoute(format!(
+            "backend {:?} is not a host backend and cannot be forwarded to",
+            backend.key
+        )));
+    };
     if let (Some(mirror), OutboundBody::Replayable(bytes)) = (&policies.mirror, &body)
         && rand::random::<f64>() * 100.0 < mirror.percentage
     {
@@ -265,7 +271,10 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn spawn_mirror(backend: Arc<Backend>, head: Head, body: Bytes, metrics: Arc<Metrics>) {
     tokio::spawn(async move {
-        let BackendKind::Host(client) = &backend.kind;
+        let BackendKind::Host(client) = &backend.kind else {
+            tracing::debug!(backend = %backend.key, "mirror target is not a host backend");
+            return;
+        };
         let req = head.request(body::full(body));
         let outcome = match tokio::time::timeout(MIRROR_TIMEOUT, client.send(req)).await {
             Ok(Ok(resp)) => {

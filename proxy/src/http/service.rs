@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use rand::Rng;
 
 use crate::config::Store;
-use crate::config::ir::{Backend, Config, Policies, Route, RouteBackend};
+use crate::config::ir::{Backend, BackendKind, Config, Policies, Route, RouteBackend};
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
 use crate::http::filters;
@@ -42,6 +42,8 @@ pub struct ConnContext {
     pub tls: bool,
     /// SNI the client sent, if TLS.
     pub sni: Option<String>,
+    /// The original destination of a connection captured in sidecar mode.
+    pub orig_dst: Option<SocketAddr>,
 }
 
 /// The per-connection HTTP service: reads the current config for every request.
@@ -292,6 +294,9 @@ impl HttpService {
         policies: &Policies,
         tags: &Tags,
     ) -> Result<Response<Body>, ProxyError> {
+        if let BackendKind::Mcp(mcp) = &backend.kind {
+            return crate::mcp::serve(mcp, outbound, policies, &self.metrics).await;
+        }
         let resp = forward::forward(backend, outbound, policies, &self.metrics).await?;
         let (mut parts, incoming) = resp.into_parts();
         if parts.status != StatusCode::SWITCHING_PROTOCOLS {

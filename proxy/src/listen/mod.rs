@@ -5,6 +5,7 @@
 //! served by [`serve_connection`], which any other source of connections (the sidecar's
 //! transparent capture) can call too. Nothing here looks inside requests.
 
+pub mod capture;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -169,7 +170,10 @@ impl Listeners {
             let mut binds = self.binds.lock().unwrap_or_else(PoisonError::into_inner);
             let gone: Vec<String> = binds
                 .iter()
-                .filter(|(key, task)| config.bind(key).is_none_or(|b| b.addr != task.addr))
+                .filter(|(key, task)| {
+                    config.bind(key).is_none_or(|b| b.addr != task.addr)
+                        || config.sidecar.is_outbound_bind(key)
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
             gone.into_iter()
@@ -187,7 +191,8 @@ impl Listeners {
         let mut errors = Vec::new();
         let mut binds = self.binds.lock().unwrap_or_else(PoisonError::into_inner);
         for bind in &config.binds {
-            if binds.contains_key(&bind.key) {
+            // Outbound binds serve captured traffic (`capture`), not a socket of their own.
+            if binds.contains_key(&bind.key) || config.sidecar.is_outbound_bind(&bind.key) {
                 continue;
             }
             match listen(bind) {
@@ -244,6 +249,16 @@ impl Listeners {
             .unwrap_or_else(PoisonError::into_inner)
             .get(bind_key)
             .copied()
+    }
+
+    /// Turns true when the proxy starts draining; other accept loops (sidecar capture)
+    /// stop accepting then.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.drain.signal.subscribe()
+    }
+
+    fn http_service(&self, ctx: &ConnContext) -> HttpService {
+        HttpService::new(self.store.clone(), self.metrics.clone(), ctx.clone())
     }
 
     /// Stops accepting on every bind, asks live connections to finish their in-flight
@@ -322,8 +337,10 @@ impl Listeners {
                     peer,
                     tls: false,
                     sni: None,
+                    orig_dst: None,
                 };
-                self.serve(tcp, ctx, settings, counted).await;
+                let service = self.http_service(&ctx);
+                self.serve(tcp, service, ctx, settings, counted).await;
             }
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -352,8 +369,10 @@ impl Listeners {
                     peer,
                     tls: true,
                     sni,
+                    orig_dst: None,
                 };
-                self.serve(stream, ctx, settings, counted).await;
+                let service = self.http_service(&ctx);
+                self.serve(stream, service, ctx, settings, counted).await;
             }
         }
     }
@@ -361,14 +380,17 @@ impl Listeners {
     /// Serves one accepted connection. The connection stays counted (active gauge, drain)
     /// for as long as its socket lives: past the end of HTTP serving when the connection
     /// was upgraded (WebSocket), until the tunnel closes.
-    async fn serve<IO>(
+    /// Other sources of connections (sidecar capture) call this with their own service.
+    pub async fn serve<IO, S>(
         &self,
         io: IO,
+        service: S,
         ctx: ConnContext,
         settings: Settings,
         counted: ConnectionGuard,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: ConnService,
     {
         self.drain.active.fetch_add(1, Ordering::AcqRel);
         let io = Tracked {
@@ -376,7 +398,6 @@ impl Listeners {
             _live: Live(self.drain.clone()),
             _counted: counted,
         };
-        let service = HttpService::new(self.store.clone(), self.metrics.clone(), ctx.clone());
         serve_connection(
             io,
             service,
@@ -387,6 +408,32 @@ impl Listeners {
         )
         .await;
     }
+}
+
+/// A per-connection HTTP service that [`serve_connection`] can serve: [`HttpService`],
+/// or the sidecar's captured-traffic service wrapping it.
+pub trait ConnService:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::http::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::http::body::Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// Opens a listening socket for a bind.
@@ -407,15 +454,16 @@ fn listen(bind: &Bind) -> std::io::Result<TcpListener> {
 /// Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge or ALPN) on one connection until it
 /// closes, or until `drain` turns true, after which in-flight requests finish and the
 /// connection closes.
-pub async fn serve_connection<IO>(
+pub async fn serve_connection<IO, S>(
     io: IO,
-    service: HttpService,
+    service: S,
     ctx: &ConnContext,
     settings: Settings,
     metrics: &Metrics,
     mut drain: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ConnService,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -106,6 +106,10 @@ pub struct Metrics {
     config_reloads: Family<ReloadLabelSet, Counter>,
     config_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     config_generation: Gauge,
+    /// Sidecar capture metrics.
+    pub sidecar: super::sidecar::SidecarMetrics,
+    /// The MCP gateway's families.
+    mcp: crate::mcp::metrics::McpMetrics,
     /// Serializes config-reload bookkeeping so timestamp and generation move together.
     reload_lock: Mutex<()>,
 }
@@ -234,8 +238,12 @@ impl Metrics {
             build_info,
         );
 
+        let sidecar = super::sidecar::SidecarMetrics::register(&mut registry);
+        let mcp = crate::mcp::metrics::McpMetrics::register(&mut registry);
         Arc::new(Metrics {
+            mcp,
             registry,
+            sidecar,
             requests,
             request_duration,
             request_errors,
@@ -367,6 +375,11 @@ impl Metrics {
             self.config_last_success.set(now);
             self.config_generation.inc();
         }
+    }
+
+    /// The MCP gateway's metric families.
+    pub fn mcp(&self) -> &crate::mcp::metrics::McpMetrics {
+        &self.mcp
     }
 
     /// Renders every metric in the Prometheus text format ([`CONTENT_TYPE`]).

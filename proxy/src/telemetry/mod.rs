@@ -10,6 +10,7 @@ mod exposition;
 mod labels;
 pub mod logging;
 pub mod metrics;
+pub mod sidecar;
 
 pub use logging::{LogControl, LogError, LogFormat};
 pub use metrics::{

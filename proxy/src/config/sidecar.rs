@@ -1,0 +1,376 @@
+//! Sidecar settings: from `SidecarSettings` (sidecar.proto) to the compiled form the
+//! capture path reads, and the two questions it asks of it: which outbound bind serves a
+//! captured HTTP connection, and what happens to traffic no bind serves.
+//!
+//! Nothing here touches sockets; `listen::capture` does the capturing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentmesh_proto::config::v1 as pb;
+
+use super::FieldError;
+use super::ir::{Bind, Config};
+use crate::http::route::HostPattern;
+
+/// How long the capture path waits for a client's first bytes by default.
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// What the sidecar does with captured traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutboundAction {
+    /// Forward to the original destination, unchanged.
+    #[default]
+    Allow,
+    /// Refuse: 403 for HTTP, a TCP reset otherwise.
+    Deny,
+}
+
+/// Compiled sidecar settings.
+#[derive(Debug, Clone)]
+pub struct Sidecar {
+    /// Keys of the binds that serve captured HTTP and are never opened as sockets.
+    pub outbound_binds: Vec<String>,
+    /// What happens to traffic no bind serves and no rule decides.
+    pub outbound_default: OutboundAction,
+    /// How long to wait for the client's first bytes before treating the connection as
+    /// server-speaks-first.
+    pub protocol_detect_timeout: Duration,
+    /// Egress rules, in order.
+    pub egress: Vec<EgressRule>,
+}
+
+impl Default for Sidecar {
+    fn default() -> Self {
+        Sidecar {
+            outbound_binds: Vec::new(),
+            outbound_default: OutboundAction::Allow,
+            protocol_detect_timeout: DEFAULT_DETECT_TIMEOUT,
+            egress: Vec::new(),
+        }
+    }
+}
+
+/// One compiled egress rule; empty lists match anything.
+#[derive(Debug, Clone)]
+pub struct EgressRule {
+    /// Name, for logs.
+    pub name: Arc<str>,
+    /// SNI / Host patterns.
+    pub hostnames: Vec<HostPattern>,
+    /// Destination networks.
+    pub addresses: Vec<Cidr>,
+    /// Destination ports.
+    pub ports: Vec<u16>,
+    /// The decision.
+    pub action: OutboundAction,
+}
+
+/// A decision about captured traffic and what made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allow or deny.
+    pub action: OutboundAction,
+    /// Name of the rule that decided; `None` when the outbound default did.
+    pub rule: Option<Arc<str>>,
+}
+
+impl Sidecar {
+    /// Whether `key` is an outbound bind (served by capture, never opened).
+    pub fn is_outbound_bind(&self, key: &str) -> bool {
+        self.outbound_binds.iter().any(|k| k == key)
+    }
+
+    /// The outbound bind serving captured traffic to `dst`: the one with `dst`'s exact
+    /// address and port, else one with `dst`'s port and an unspecified address.
+    pub fn outbound_bind<'c>(&self, config: &'c Config, dst: SocketAddr) -> Option<&'c Arc<Bind>> {
+        let dst_ip = dst.ip().to_canonical();
+        let mut wildcard = None;
+        for key in &self.outbound_binds {
+            let Some(bind) = config.bind(key) else {
+                continue;
+            };
+            if bind.addr.port() != dst.port() {
+                continue;
+            }
+            if bind.addr.ip().to_canonical() == dst_ip {
+                return Some(bind);
+            }
+            if bind.addr.ip().is_unspecified() && wildcard.is_none() {
+                wildcard = Some(bind);
+            }
+        }
+        wildcard
+    }
+
+    /// Decides traffic no outbound bind serves: the first egress rule matching `name`
+    /// (SNI or Host, lowercase, without port; `None` for opaque TCP) and `dst`, else the
+    /// outbound default.
+    pub fn decide(&self, name: Option<&str>, dst: SocketAddr) -> Verdict {
+        let ip = dst.ip().to_canonical();
+        self.egress
+            .iter()
+            .find(|r| {
+                (r.hostnames.is_empty()
+                    || name.is_some_and(|n| r.hostnames.iter().any(|p| p.matches(n))))
+                    && (r.addresses.is_empty() || r.addresses.iter().any(|c| c.contains(ip)))
+                    && (r.ports.is_empty() || r.ports.contains(&dst.port()))
+            })
+            .map_or(
+                Verdict {
+                    action: self.outbound_default,
+                    rule: None,
+                },
+                |r| Verdict {
+                    action: r.action,
+                    rule: Some(r.name.clone()),
+                },
+            )
+    }
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `198.18.0.0/15`, `fd00::/8` or a plain address (a /32 or /128).
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("{s:?} is not an IP address or CIDR network");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` (canonical: IPv4-mapped addresses as IPv4) is in the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Compiles the sidecar settings; `bind_keys` are the keys of every bind in the config.
+pub fn compile(
+    settings: Option<&pb::SidecarSettings>,
+    bind_keys: &[&str],
+) -> Result<Sidecar, Vec<FieldError>> {
+    let Some(s) = settings else {
+        return Ok(Sidecar::default());
+    };
+    let mut errs = Vec::new();
+    let mut push = |field: String, reason: String| {
+        errs.push(FieldError {
+            resource: "sidecar settings".into(),
+            field,
+            reason,
+        })
+    };
+    for (i, key) in s.outbound_binds.iter().enumerate() {
+        if !bind_keys.contains(&key.as_str()) {
+            push(
+                format!("outboundBinds[{i}]"),
+                format!("no bind has key {key:?}"),
+            );
+        }
+    }
+    let action = |v: i32| pb::OutboundAction::try_from(v).ok().map(to_action);
+    let outbound_default = action(s.outbound_default).unwrap_or_else(|| {
+        push(
+            "outboundDefault".into(),
+            format!("unknown value {}", s.outbound_default),
+        );
+        OutboundAction::Allow
+    });
+    let protocol_detect_timeout = match &s.protocol_detect_timeout {
+        None => DEFAULT_DETECT_TIMEOUT,
+        Some(d) => match Duration::try_from(*d) {
+            Ok(d) if !d.is_zero() && d <= Duration::from_secs(10) => d,
+            _ => {
+                push(
+                    "protocolDetectTimeout".into(),
+                    "must be a duration above 0 and at most 10s, such as \"100ms\"".into(),
+                );
+                DEFAULT_DETECT_TIMEOUT
+            }
+        },
+    };
+    let mut egress = Vec::new();
+    for (i, r) in s.egress.iter().enumerate() {
+        let field = |f: &str| format!("egress[{i}].{f}");
+        let mut hostnames = Vec::new();
+        for (j, h) in r.hostnames.iter().enumerate() {
+            match HostPattern::parse(h) {
+                Ok(p) => hostnames.push(p),
+                Err(e) => push(field(&format!("hostnames[{j}]")), e),
+            }
+        }
+        let mut addresses = Vec::new();
+        for (j, a) in r.addresses.iter().enumerate() {
+            match Cidr::parse(a) {
+                Ok(c) => addresses.push(c),
+                Err(e) => push(field(&format!("addresses[{j}]")), e),
+            }
+        }
+        let mut ports = Vec::new();
+        for (j, p) in r.ports.iter().enumerate() {
+            match u16::try_from(*p) {
+                Ok(p) if p != 0 => ports.push(p),
+                _ => push(
+                    field(&format!("ports[{j}]")),
+                    format!("{p} is not a TCP port (1-65535)"),
+                ),
+            }
+        }
+        let rule_action = action(r.action).unwrap_or_else(|| {
+            push(field("action"), format!("unknown value {}", r.action));
+            OutboundAction::Deny
+        });
+        let name = if r.name.is_empty() {
+            format!("egress[{i}]")
+        } else {
+            r.name.clone()
+        };
+        egress.push(EgressRule {
+            name: name.into(),
+            hostnames,
+            addresses,
+            ports,
+            action: rule_action,
+        });
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Sidecar {
+        outbound_binds: s.outbound_binds.clone(),
+        outbound_default,
+        protocol_detect_timeout,
+        egress,
+    })
+}
+
+fn to_action(a: pb::OutboundAction) -> OutboundAction {
+    match a {
+        pb::OutboundAction::Allow => OutboundAction::Allow,
+        pb::OutboundAction::Deny => OutboundAction::Deny,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rule(hosts: &[&str], addrs: &[&str], ports: &[u16], action: OutboundAction) -> EgressRule {
+        EgressRule {
+            name: "r".into(),
+            hostnames: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            addresses: addrs.iter().map(|a| Cidr::parse(a).unwrap()).collect(),
+            ports: ports.to_vec(),
+            action,
+        }
+    }
+
+    #[test]
+    fn cidr_contains_addresses_of_its_network_only() {
+        let net = Cidr::parse("198.18.0.0/15").unwrap();
+        assert!(net.contains("198.19.255.1".parse().unwrap()));
+        assert!(!net.contains("198.20.0.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            !Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("10.0.0.1".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let settings = pb::SidecarSettings {
+            outbound_binds: vec!["nope".into()],
+            egress: vec![pb::EgressRule {
+                addresses: vec!["10.0.0.0/40".into()],
+                ports: vec![70000],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let errs = compile(Some(&settings), &["egress"]).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "outboundBinds[0]",
+                "egress[0].addresses[0]",
+                "egress[0].ports[0]"
+            ]
+        );
+        assert!(errs[0].reason.contains("no bind has key \"nope\""));
+    }
+
+    #[test]
+    fn first_matching_rule_decides_else_the_default() {
+        let sidecar = Sidecar {
+            outbound_default: OutboundAction::Deny,
+            egress: vec![
+                rule(&["*.openai.com"], &[], &[443], OutboundAction::Allow),
+                rule(&[], &["198.18.0.0/15"], &[], OutboundAction::Allow),
+            ],
+            ..Sidecar::default()
+        };
+        let dst: SocketAddr = "203.0.113.9:443".parse().unwrap();
+        assert_eq!(
+            sidecar.decide(Some("api.openai.com"), dst).action,
+            OutboundAction::Allow
+        );
+        assert_eq!(
+            sidecar.decide(Some("evil.com"), dst).action,
+            OutboundAction::Deny
+        );
+        // Opaque traffic has no name: only rules without hostnames apply to it.
+        assert_eq!(sidecar.decide(None, dst).action, OutboundAction::Deny);
+        let inside: SocketAddr = "198.18.0.7:5432".parse().unwrap();
+        assert_eq!(sidecar.decide(None, inside).action, OutboundAction::Allow);
+        assert_eq!(sidecar.decide(None, inside).rule.as_deref(), Some("r"));
+    }
+}

@@ -1,0 +1,50 @@
+//! Byte-for-byte forwarding of a captured connection to its original destination, and
+//! refusing one with a TCP reset.
+//!
+//! Used for opaque TCP, server-speaks-first protocols and passed-through TLS. Half-close
+//! is kept: when one side shuts down its writes, the other side sees EOF and may keep
+//! sending (`copy_bidirectional` does this).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// How long connecting to an original destination may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to `dst`, sends `prefix` (the bytes already read while detecting the
+/// protocol), then copies both ways until both sides are done. A destination that
+/// cannot be reached resets the client, as the destination itself would have.
+pub async fn forward(mut client: TcpStream, prefix: &[u8], dst: SocketAddr) -> io::Result<()> {
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            reset(client);
+            return Err(e);
+        }
+        Err(_) => {
+            reset(client);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {dst} took longer than {CONNECT_TIMEOUT:?}"),
+            ));
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let mut upstream = upstream;
+    if !prefix.is_empty() {
+        upstream.write_all(prefix).await?;
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+/// Closes `tcp` with a reset (RST) instead of an orderly FIN, so the client sees
+/// "connection reset" rather than an empty answer.
+pub fn reset(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
+}

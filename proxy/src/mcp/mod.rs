@@ -1,0 +1,174 @@
+//! The MCP gateway: a backend kind that serves MCP (streamable HTTP) to clients and
+//! federates the tools, prompts and resources of several upstream MCP servers
+//! ("targets") into one virtual server.
+//!
+//! - `server`: the downstream HTTP side (POST/GET/DELETE, Accept and Content-Type rules,
+//!   JSON or SSE answers, session header).
+//! - `federation`: what each MCP method does across targets (fan out and merge, or route
+//!   to the owner), failure modes, metrics and the tool-call log line.
+//! - `items`: list kinds and the URIs inside results.
+//! - `names`: prefixes, URI rewriting and the composite cursor (pure).
+//! - `session`: the encrypted, self-describing client session id and idle expiry.
+//! - `upstream`: the streamable-HTTP client towards one target.
+//! - `authz`: the single authorization hook.
+//! - `config`: the `mcp` backend resource → [`McpBackend`].
+//!
+//! Nothing here knows about listeners, routes or how the request arrived; the HTTP
+//! pipeline hands over a request that already passed routing and policies.
+
+pub mod authz;
+pub mod config;
+pub mod federation;
+pub mod items;
+pub mod jsonrpc;
+pub mod metrics;
+pub mod names;
+pub mod server;
+pub mod session;
+pub mod upstream;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+pub use self::server::serve;
+use self::session::{SessionCipher, SessionTable};
+use self::upstream::Target;
+
+/// Protocol versions of the session style the gateway speaks, oldest first.
+pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// How names are prefixed, resolved from `prefixMode` and the number of targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `<target>_<name>` and `agentmesh://<target>/...` URIs.
+    Prefixed,
+    /// Names and URIs as the targets give them.
+    Plain,
+}
+
+/// What a fanned-out request does when a target fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// The request fails.
+    Closed,
+    /// The target is left out, with a log line and a metric.
+    Open,
+}
+
+/// A compiled `mcp` backend.
+#[derive(Debug)]
+pub struct McpBackend {
+    /// Backend key.
+    pub key: Arc<str>,
+    /// Targets in config order.
+    pub targets: Vec<Arc<Target>>,
+    /// Prefixing.
+    pub naming: Naming,
+    /// Failure mode of fanned-out requests.
+    pub failure_mode: FailureMode,
+    /// Session id encryption.
+    pub cipher: SessionCipher,
+    /// State kept across requests and config reloads.
+    pub state: Arc<BackendState>,
+}
+
+impl McpBackend {
+    /// The target named `name`.
+    pub fn target(&self, name: &str) -> Option<&Arc<Target>> {
+        self.targets.iter().find(|t| &*t.name == name)
+    }
+}
+
+/// Most tool names remembered per backend for metric labels.
+const MAX_KNOWN_TOOLS: usize = 1024;
+/// Most owners remembered per backend for unprefixed names.
+const MAX_OWNERS: usize = 8192;
+
+/// What a backend remembers across requests, kept across config reloads (by backend
+/// key) as long as some config uses it.
+#[derive(Debug)]
+pub struct BackendState {
+    /// Sessions seen by this process.
+    pub sessions: SessionTable,
+    /// Client-facing tool names the targets listed: the only tool label values.
+    known_tools: Mutex<HashSet<Arc<str>>>,
+    /// Without prefixes: which target owns a name (first in config order wins).
+    owners: Mutex<HashMap<(authz::ItemKind, String), Arc<str>>>,
+}
+
+impl BackendState {
+    /// The state of backend `key`: the live one if a config still holds it, else new.
+    pub fn for_backend(key: &str, idle: std::time::Duration) -> Arc<BackendState> {
+        static ALL: OnceLock<Mutex<HashMap<String, Weak<BackendState>>>> = OnceLock::new();
+        let mut all = ALL
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.retain(|_, w| w.strong_count() > 0);
+        if let Some(state) = all.get(key).and_then(Weak::upgrade) {
+            state.sessions.set_idle_timeout(idle);
+            return state;
+        }
+        let state = Arc::new(BackendState {
+            sessions: SessionTable::new(idle),
+            known_tools: Mutex::default(),
+            owners: Mutex::default(),
+        });
+        all.insert(key.to_owned(), Arc::downgrade(&state));
+        state
+    }
+
+    /// Remembers a listed tool name, for metric labels.
+    pub fn learn_tool(&self, name: &str) {
+        let mut known = self
+            .known_tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.len() < MAX_KNOWN_TOOLS && !known.contains(name) {
+            known.insert(name.into());
+        }
+    }
+
+    /// The metric label for a called tool: its name when a target listed it, else `other`.
+    pub fn tool_label(&self, name: &str) -> Arc<str> {
+        let known = self
+            .known_tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.get(name).cloned().unwrap_or_else(|| "other".into())
+    }
+
+    /// Records that `target` owns `name` unless an earlier target (lower `rank` in
+    /// `order`) already does. Returns whether `target` is the owner.
+    pub fn claim(
+        &self,
+        kind: authz::ItemKind,
+        name: &str,
+        target: &Arc<str>,
+        order: &[Arc<Target>],
+    ) -> bool {
+        let rank = |t: &str| {
+            order
+                .iter()
+                .position(|x| &*x.name == t)
+                .unwrap_or(usize::MAX)
+        };
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (kind, name.to_owned());
+        match owners.get(&key) {
+            Some(owner) if rank(owner) < rank(target) && rank(owner) != usize::MAX => false,
+            _ => {
+                if owners.len() < MAX_OWNERS || owners.contains_key(&key) {
+                    owners.insert(key, target.clone());
+                }
+                true
+            }
+        }
+    }
+
+    /// The known owner of an unprefixed name.
+    pub fn owner(&self, kind: authz::ItemKind, name: &str) -> Option<Arc<str>> {
+        let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        owners.get(&(kind, name.to_owned())).cloned()
+    }
+}

@@ -1,0 +1,408 @@
+//! The downstream side of the MCP gateway: the streamable-HTTP transport (session style).
+//!
+//! - `POST` one JSON-RPC message (batches are refused). A request is answered with JSON,
+//!   or with a one-event SSE stream when the client accepts only `text/event-stream`; a
+//!   notification or a client response gets 202.
+//! - `initialize` returns the encrypted `Mcp-Session-Id`; every other message must carry
+//!   it (400 without, 404 when unknown, ended or expired, as the spec says).
+//! - `DELETE` ends the session and its upstream sessions. `GET` (the server-to-client
+//!   stream) is not offered yet: 405.
+//!
+//! Status rules: 406 when the client accepts neither JSON nor SSE, 415 when the body is
+//! not `application/json`, 400 for malformed JSON-RPC, 400 for an unsupported
+//! `MCP-Protocol-Version`. A bad message is answered, never a reason to fail the proxy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use super::authz::Caller;
+use futures_util::future::join_all;
+
+use super::federation::{Ctx, ListKind, Session};
+use super::jsonrpc::{self, ClientMessage, McpError};
+use super::session::SessionError;
+use super::upstream::{SESSION_HEADER, VERSION_HEADER};
+use super::{McpBackend, SUPPORTED_VERSIONS};
+use crate::config::ir::Policies;
+use crate::http::body::{self, Body};
+use crate::http::error::ProxyError;
+use crate::http::forward::{Outbound, OutboundBody};
+use crate::telemetry::Metrics;
+
+/// Time limit of each request to a target when no `backendRequest` timeout is set.
+pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one HTTP request to an `mcp` backend.
+pub async fn serve(
+    backend: &McpBackend,
+    outbound: Outbound,
+    policies: &Policies,
+    metrics: &Metrics,
+) -> Result<Response<Body>, ProxyError> {
+    let Outbound { head, body, .. } = outbound;
+    let timeout = policies
+        .timeouts
+        .and_then(|t| t.backend_request)
+        .unwrap_or(DEFAULT_TARGET_TIMEOUT);
+    let ctx = Ctx {
+        backend,
+        metrics: metrics.mcp(),
+        caller: Caller {
+            headers: &head.headers,
+        },
+        timeout,
+    };
+    sweep(backend, timeout);
+    let resp = match head.method {
+        Method::POST => {
+            let bytes = match body {
+                OutboundBody::Replayable(b) => b,
+                OutboundBody::Streaming(b) => b
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        ProxyError::BadRequest(format!("reading the request body failed: {e}"))
+                    })?
+                    .to_bytes(),
+            };
+            post(&ctx, &head.headers, bytes).await
+        }
+        Method::DELETE => delete(&ctx, &head.headers).await,
+        _ => {
+            let mut resp = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this MCP endpoint serves POST and DELETE\n",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+            resp
+        }
+    };
+    Ok(resp)
+}
+
+/// How the client wants a request answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Json,
+    Sse,
+}
+
+fn answer_style(headers: &HeaderMap) -> Option<Answer> {
+    let types: Vec<String> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect();
+    if types.is_empty()
+        || types
+            .iter()
+            .any(|t| matches!(t.as_str(), "application/json" | "application/*" | "*/*"))
+    {
+        Some(Answer::Json)
+    } else if types
+        .iter()
+        .any(|t| matches!(t.as_str(), "text/event-stream" | "text/*"))
+    {
+        Some(Answer::Sse)
+    } else {
+        None
+    }
+}
+
+async fn post(ctx: &Ctx<'_>, headers: &HeaderMap, body: Bytes) -> Response<Body> {
+    let Some(style) = answer_style(headers) else {
+        let err = McpError::InvalidRequest(
+            "the client must accept application/json or text/event-stream".into(),
+        );
+        return rpc(
+            StatusCode::NOT_ACCEPTABLE,
+            &jsonrpc::error(None, &err),
+            Answer::Json,
+        );
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !is_json {
+        let err = McpError::InvalidRequest("the body must be application/json".into());
+        return rpc(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &jsonrpc::error(None, &err),
+            style,
+        );
+    }
+    let msg = match jsonrpc::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return rpc(e.http_status(), &jsonrpc::error(None, &e), style),
+    };
+    if let Some(v) = headers.get(VERSION_HEADER)
+        && !SUPPORTED_VERSIONS
+            .iter()
+            .any(|s| v.as_bytes() == s.as_bytes())
+    {
+        let err = McpError::InvalidRequest(format!(
+            "unsupported MCP-Protocol-Version; supported: {}",
+            SUPPORTED_VERSIONS.join(", ")
+        ));
+        let id = match &msg {
+            ClientMessage::Request { id, .. } => Some(id),
+            _ => None,
+        };
+        return rpc(StatusCode::BAD_REQUEST, &jsonrpc::error(id, &err), style);
+    }
+    match msg {
+        ClientMessage::Request { id, method, params } if method == "initialize" => {
+            match ctx.initialize(params.as_ref()).await {
+                Ok((result, session_id)) => {
+                    let _ = ctx.backend.state.sessions.touch(&session_id);
+                    ctx.metrics
+                        .set_sessions(&ctx.backend.key, ctx.backend.state.sessions.active());
+                    let mut resp = rpc(StatusCode::OK, &jsonrpc::result(&id, result), style);
+                    if let Ok(v) = HeaderValue::from_str(&session_id) {
+                        resp.headers_mut().insert(SESSION_HEADER, v);
+                    }
+                    resp
+                }
+                Err(e) => rpc(e.http_status(), &jsonrpc::error(Some(&id), &e), style),
+            }
+        }
+        ClientMessage::Request { id, method, .. } if method == "ping" => {
+            rpc(StatusCode::OK, &jsonrpc::result(&id, json!({})), style)
+        }
+        ClientMessage::Request { id, method, params } => {
+            let session = match open_session(ctx, headers) {
+                Ok(s) => s,
+                Err(e) => return rpc(e.0, &jsonrpc::error(Some(&id), &e.1), style),
+            };
+            let result = match ListKind::of(&method) {
+                Some(kind) => ctx.list(&session, kind, &id, params).await,
+                None if method == "logging/setLevel" => {
+                    ctx.broadcast(&session, &method, &id, params).await
+                }
+                None => ctx.route(&session, &method, &id, params).await,
+            };
+            match result {
+                Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
+                Err(e) => rpc(e.http_status(), &jsonrpc::error(Some(&id), &e), style),
+            }
+        }
+        ClientMessage::Notification { method, params } => {
+            let session = match open_session(ctx, headers) {
+                Ok(s) => s,
+                Err(e) => return rpc(e.0, &jsonrpc::error(None, &e.1), style),
+            };
+            // The gateway sent `notifications/initialized` to each target itself.
+            if method != "notifications/initialized" {
+                let targets = upstreams_of(ctx.backend, &session);
+                let msg = jsonrpc::notification(&method, params);
+                tokio::spawn(notify_all(targets, msg, ctx.timeout));
+            }
+            accepted()
+        }
+        ClientMessage::Response { .. } => {
+            // No server-to-client requests are relayed yet, so no answer is awaited.
+            if let Err(e) = open_session(ctx, headers) {
+                return rpc(e.0, &jsonrpc::error(None, &e.1), style);
+            }
+            accepted()
+        }
+    }
+}
+
+async fn delete(ctx: &Ctx<'_>, headers: &HeaderMap) -> Response<Body> {
+    let session = match open_session(ctx, headers) {
+        Ok(s) => s,
+        Err((status, e)) => return rpc(status, &jsonrpc::error(None, &e), Answer::Json),
+    };
+    let mut targets = upstreams_of(ctx.backend, &session);
+    for later in ctx.backend.state.sessions.end(&session.id) {
+        if let Some(t) = ctx.backend.target(&later.target) {
+            targets.retain(|(x, _)| x.name != t.name);
+            targets.push((t.clone(), later));
+        }
+    }
+    ctx.metrics
+        .set_sessions(&ctx.backend.key, ctx.backend.state.sessions.active());
+    end_all(targets, ctx.timeout).await;
+    plain(StatusCode::OK, "")
+}
+
+/// The session a request names, checked against the table.
+fn open_session(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Session, (StatusCode, McpError)> {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            McpError::InvalidRequest(
+                "missing Mcp-Session-Id header (send initialize first)".into(),
+            ),
+        ));
+    };
+    let gone = |e: SessionError| {
+        let what = match e {
+            SessionError::Unknown => "unknown session",
+            SessionError::Ended => "session ended or expired",
+        };
+        (StatusCode::NOT_FOUND, McpError::SessionNotFound(what))
+    };
+    let state = ctx.backend.cipher.open(id).map_err(gone)?;
+    let later = ctx.backend.state.sessions.touch(id).map_err(gone)?;
+    Ok(Session {
+        id: id.to_owned(),
+        state,
+        later,
+    })
+}
+
+fn upstreams_of(
+    backend: &McpBackend,
+    session: &Session,
+) -> Vec<(
+    std::sync::Arc<super::upstream::Target>,
+    super::upstream::UpstreamSession,
+)> {
+    backend
+        .targets
+        .iter()
+        .filter_map(|t| Some((t.clone(), session.upstream(&t.name)?.clone())))
+        .collect()
+}
+
+/// Expires idle sessions now and then, ending their upstream sessions in the background.
+fn sweep(backend: &McpBackend, timeout: Duration) {
+    let expired = backend.state.sessions.sweep();
+    for (id, later) in expired {
+        let Ok(state) = backend.cipher.open(&id) else {
+            continue;
+        };
+        let session = Session {
+            id,
+            state,
+            later: later.into_iter().map(|s| (s.target.clone(), s)).collect(),
+        };
+        let targets = upstreams_of(backend, &session);
+        tracing::debug!(backend = %backend.key, "mcp session expired after being idle");
+        tokio::spawn(end_all(targets, timeout));
+    }
+}
+
+/// Forwards a client notification to every target it has a session with; failures
+/// are logged only (notifications have no answer).
+async fn notify_all(
+    targets: Vec<(
+        std::sync::Arc<super::upstream::Target>,
+        super::upstream::UpstreamSession,
+    )>,
+    msg: Value,
+    timeout: Duration,
+) {
+    join_all(targets.iter().map(|(t, up)| async {
+        if let Err(e) = t.notify(up, &msg, timeout).await {
+            tracing::debug!(target = %t.name, error = %e, "notification not delivered");
+        }
+    }))
+    .await;
+}
+
+/// Ends upstream sessions (client DELETE, idle expiry).
+async fn end_all(
+    targets: Vec<(
+        std::sync::Arc<super::upstream::Target>,
+        super::upstream::UpstreamSession,
+    )>,
+    timeout: Duration,
+) {
+    join_all(targets.iter().map(|(t, up)| async {
+        if let Err(e) = t.end(up, timeout).await {
+            tracing::debug!(target = %t.name, error = %e, "upstream session not ended");
+        }
+    }))
+    .await;
+}
+
+fn rpc(status: StatusCode, msg: &Value, style: Answer) -> Response<Body> {
+    let json = msg.to_string();
+    let (bytes, content_type) = match style {
+        Answer::Json => (json, "application/json"),
+        Answer::Sse => (
+            format!("event: message\ndata: {json}\n\n"),
+            "text/event-stream",
+        ),
+    };
+    let mut resp = Response::new(body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if style == Answer::Sse {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    resp
+}
+
+fn accepted() -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    if !text.is_empty() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+        );
+        h
+    }
+
+    #[test]
+    fn accept_header_picks_json_sse_or_nothing() {
+        assert_eq!(answer_style(&HeaderMap::new()), Some(Answer::Json));
+        assert_eq!(
+            answer_style(&accept("application/json, text/event-stream")),
+            Some(Answer::Json)
+        );
+        assert_eq!(
+            answer_style(&accept("text/event-stream")),
+            Some(Answer::Sse)
+        );
+        assert_eq!(answer_style(&accept("*/*;q=0.1")), Some(Answer::Json));
+        assert_eq!(answer_style(&accept("text/html")), None);
+    }
+}

@@ -1,0 +1,414 @@
+//! The MCP gateway with real peers: Python SDK 1.x FastMCP servers as targets and the
+//! SDK's own client (`streamablehttp_client` + `ClientSession`) connecting through the
+//! proxy; raw HTTP for the transport's status and error rules.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod mcp_peers;
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use mcp_peers::{FastMcp, client_v1, dead_port, gateway_config};
+use serde_json::{Value, json};
+use support::client::{self, Got};
+use support::{Proxy, eventually, free_port};
+
+fn targets(list: &[&FastMcp]) -> Vec<(&'static str, String)> {
+    list.iter()
+        .map(|s| (if s.name == "alpha" { "alpha" } else { "beta" }, s.url()))
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn python_client_lists_calls_prompts_and_reads_across_two_targets() {
+    let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start("beta"));
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config(port, &targets(&[&alpha, &beta]), ""));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let out = client_v1(&url, "tour", &[])
+        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+
+    assert_eq!(out["serverName"], "tools");
+    assert_eq!(out["protocolVersion"], "2025-11-25");
+    let instructions = out["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("[alpha] alpha offers")
+            && instructions.contains("[beta] beta offers"),
+        "{instructions}"
+    );
+    assert_eq!(
+        strings(&out["tools"]),
+        [
+            "alpha_add",
+            "alpha_echo",
+            "alpha_whoami",
+            "beta_add",
+            "beta_echo",
+            "beta_whoami"
+        ]
+    );
+    assert_eq!(
+        out["calls"]["alpha_echo"],
+        json!({ "text": ["alpha: hi"], "isError": false })
+    );
+    assert_eq!(
+        out["calls"]["beta_echo"],
+        json!({ "text": ["beta: hi"], "isError": false })
+    );
+    assert_eq!(
+        out["calls"]["alpha_add"],
+        json!({ "text": ["5"], "isError": false })
+    );
+    assert!(
+        out["unknownTool"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool"),
+        "{out}"
+    );
+    assert_eq!(strings(&out["prompts"]), ["alpha_greet", "beta_greet"]);
+    assert_eq!(
+        out["promptTexts"]["beta_greet"],
+        json!(["Hello Ada, from beta."])
+    );
+
+    let readme = "agentmesh://alpha/notes%3A%2F%2Falpha%2Freadme";
+    assert_eq!(
+        strings(&out["resources"]),
+        [readme, "agentmesh://beta/notes%3A%2F%2Fbeta%2Freadme"]
+    );
+    assert_eq!(
+        out["reads"][readme],
+        json!([{ "uri": readme, "text": "readme of alpha" }])
+    );
+    assert_eq!(
+        strings(&out["templates"]),
+        [
+            "agentmesh://alpha/notes%3A%2F%2Falpha%2F{topic}",
+            "agentmesh://beta/notes%3A%2F%2Fbeta%2F{topic}"
+        ]
+    );
+    // The client-facing session id is ours (encrypted), not an upstream's.
+    let sid = out["sessionId"].as_str().unwrap();
+    assert!(sid.len() > 60 && !sid.contains(&alpha.name), "{sid}");
+
+    let m = |labels: &[(&str, &str)]| proxy.metric("agentmesh_mcp_requests_total", labels);
+    assert_eq!(
+        m(&[
+            ("method", "tools/call"),
+            ("target", "alpha"),
+            ("tool", "alpha_echo"),
+            ("outcome", "ok")
+        ]),
+        1.0
+    );
+    assert_eq!(
+        m(&[
+            ("method", "tools/list"),
+            ("target", "beta"),
+            ("outcome", "ok")
+        ]),
+        1.0
+    );
+    assert_eq!(m(&[("method", "initialize"), ("outcome", "ok")]), 2.0);
+    assert!(proxy.metrics_text().contains("agentmesh_mcp_request_duration_seconds_count{backend=\"tools\",method=\"tools/call\",target=\"beta\"} 1"));
+    // One log line per tool call, with target, tool, duration and outcome.
+    let logs = proxy.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("mcp tool call") && l.contains("alpha_echo"))
+        .unwrap_or_else(|| panic!("no tool-call log line:\n{logs}"));
+    for field in ["target=alpha", "duration_ms=", "outcome=", "ok"] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+}
+
+#[test]
+fn fail_open_leaves_a_down_target_out_and_says_so() {
+    let alpha = FastMcp::start("alpha");
+    let port = free_port();
+    let down = format!("http://127.0.0.1:{}/mcp", dead_port());
+    let cfg = gateway_config(
+        port,
+        &[("alpha", alpha.url()), ("beta", down)],
+        "    failureMode: FAIL_OPEN\n",
+    );
+    let proxy = Proxy::start(&cfg);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let out =
+        client_v1(&url, "list-tools", &[]).unwrap_or_else(|e| panic!("{e}\n{}", proxy.logs()));
+    assert_eq!(
+        strings(&out["tools"]),
+        ["alpha_add", "alpha_echo", "alpha_whoami"]
+    );
+    let out = client_v1(&url, "call", &["alpha_whoami", "{}"]).unwrap();
+    assert_eq!(out["text"], json!(["alpha"]));
+
+    assert!(
+        proxy.metric(
+            "agentmesh_mcp_requests_total",
+            &[("target", "beta"), ("outcome", "failed_open")]
+        ) >= 2.0
+    );
+    assert!(
+        proxy
+            .logs()
+            .contains("target left out of the answer (failOpen)"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[test]
+fn fail_closed_fails_the_request_naming_the_down_target() {
+    let alpha = FastMcp::start("alpha");
+    let port = free_port();
+    let down = format!("http://127.0.0.1:{}/mcp", dead_port());
+    let proxy = Proxy::start(&gateway_config(
+        port,
+        &[("alpha", alpha.url()), ("beta", down)],
+        "",
+    ));
+
+    let err = client_v1(&format!("http://127.0.0.1:{port}/mcp"), "list-tools", &[]).unwrap_err();
+    assert!(err.contains("target beta is unavailable"), "{err}");
+    assert_eq!(
+        proxy.metric(
+            "agentmesh_mcp_requests_total",
+            &[
+                ("method", "initialize"),
+                ("target", "beta"),
+                ("outcome", "upstream_failed")
+            ]
+        ),
+        1.0
+    );
+}
+
+/// A POST of `body` with the headers a spec-following client sends, plus `extra`.
+async fn post(port: u16, body: &str, extra: &[(&str, &str)]) -> Got {
+    let mut req = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    client::send(
+        &client::http1(),
+        req.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
+    )
+    .await
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+async fn initialize(port: u16) -> String {
+    let got = post(port, INIT, &[]).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json()["result"]["protocolVersion"], "2025-06-18");
+    got.header("mcp-session-id").unwrap().to_string()
+}
+
+fn call(tool: &str) -> String {
+    json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":tool,"arguments":{}}})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transport_rules_and_malformed_messages_get_clear_errors() {
+    let alpha = FastMcp::start("alpha");
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config(
+        port,
+        &[("alpha", alpha.url())],
+        "    prefixMode: ALWAYS\n",
+    ));
+    let sid = initialize(port).await;
+    let s = [("mcp-session-id", sid.as_str())];
+
+    let code = |g: &Got| g.json()["error"]["code"].as_i64().unwrap();
+    let got = post(port, "{not json", &s).await;
+    assert_eq!((got.status, code(&got)), (400, -32700), "{}", got.body);
+    let got = post(port, r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, &s).await;
+    assert_eq!((got.status, code(&got)), (400, -32600), "{}", got.body);
+    assert!(got.body.contains("batches are not supported"));
+    let got = post(port, r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, &s).await;
+    assert_eq!((got.status, code(&got)), (400, -32600));
+    let got = post(
+        port,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/destroy"}"#,
+        &s,
+    )
+    .await;
+    assert_eq!(
+        (got.status, code(&got), got.json()["id"].as_i64()),
+        (200, -32601, Some(3))
+    );
+    let got = post(
+        port,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"cursor":"bogus"}}"#,
+        &s,
+    )
+    .await;
+    assert_eq!((got.status, code(&got)), (200, -32602));
+    let got = post(port, &call("whoami"), &s).await;
+    assert_eq!(
+        code(&got),
+        -32602,
+        "unprefixed name under ALWAYS is unknown: {}",
+        got.body
+    );
+
+    // Sessions: none, forged, and (later) ended.
+    let got = post(port, &call("alpha_whoami"), &[]).await;
+    assert_eq!((got.status, code(&got)), (400, -32600));
+    let got = post(
+        port,
+        &call("alpha_whoami"),
+        &[(
+            "mcp-session-id",
+            "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA",
+        )],
+    )
+    .await;
+    assert_eq!(got.status, 404);
+    let got = post(
+        port,
+        &call("alpha_whoami"),
+        &[
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "1999-01-01"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, code(&got)), (400, -32600));
+
+    // Accept and Content-Type rules; SSE when the client accepts only that.
+    let req = |accept: &str, ct: &str| {
+        Request::post(format!("http://127.0.0.1:{port}/mcp"))
+            .header("content-type", ct)
+            .header("accept", accept)
+            .header("mcp-session-id", sid.as_str())
+            .body(Full::new(Bytes::from(call("alpha_whoami"))))
+            .unwrap()
+    };
+    assert_eq!(
+        client::send(&client::http1(), req("text/html", "application/json"))
+            .await
+            .status,
+        406
+    );
+    assert_eq!(
+        client::send(&client::http1(), req("application/json", "text/plain"))
+            .await
+            .status,
+        415
+    );
+    let got = client::send(
+        &client::http1(),
+        req("text/event-stream", "application/json"),
+    )
+    .await;
+    assert_eq!(got.header("content-type"), Some("text/event-stream"));
+    assert!(
+        got.body.starts_with("event: message\ndata: {") && got.body.contains(r#""text":"alpha""#),
+        "{}",
+        got.body
+    );
+    let got = post(
+        port,
+        r#"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#,
+        &s,
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (202, ""));
+
+    let got = client::send(
+        &client::http1(),
+        Request::get(format!("http://127.0.0.1:{port}/mcp"))
+            .header("mcp-session-id", sid.as_str())
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.header("allow")),
+        (405, Some("POST, DELETE"))
+    );
+
+    // DELETE ends the session here and upstream.
+    let del = Request::delete(format!("http://127.0.0.1:{port}/mcp"))
+        .header("mcp-session-id", sid.as_str())
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client::send(&client::http1(), del).await.status, 200);
+    assert_eq!(post(port, &call("alpha_whoami"), &s).await.status, 404);
+
+    // The proxy is still fine.
+    let sid = initialize(port).await;
+    let got = post(port, &call("alpha_whoami"), &[("mcp-session-id", &sid)]).await;
+    assert_eq!(
+        got.json()["result"]["content"][0]["text"],
+        "alpha",
+        "{}",
+        got.body
+    );
+    assert!(proxy.try_exited().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_target_is_reinitialized_and_the_client_keeps_its_session() {
+    let alpha_port = free_port();
+    let alpha = FastMcp::start_on("alpha", alpha_port);
+    let beta = FastMcp::start("beta");
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config(port, &targets(&[&alpha, &beta]), ""));
+    let sid = initialize(port).await;
+    let s = [("mcp-session-id", sid.as_str())];
+    let got = post(port, &call("alpha_whoami"), &s).await;
+    assert_eq!(
+        got.json()["result"]["content"][0]["text"],
+        "alpha",
+        "{}",
+        got.body
+    );
+
+    alpha.stop();
+    let _alpha = FastMcp::start_on("alpha", alpha_port);
+    let got = post(port, &call("alpha_whoami"), &s).await;
+    assert_eq!(
+        got.json()["result"]["content"][0]["text"],
+        "alpha",
+        "{}\n{}",
+        got.body,
+        proxy.logs()
+    );
+    let got = post(port, &call("beta_whoami"), &s).await;
+    assert_eq!(got.json()["result"]["content"][0]["text"], "beta");
+    assert!(
+        eventually(Duration::from_secs(2), || proxy.metric(
+            "agentmesh_mcp_upstream_session_inits_total",
+            &[("target", "alpha")]
+        ) == 1.0),
+        "{}",
+        proxy.metrics_text()
+    );
+    assert!(
+        proxy
+            .logs()
+            .contains("upstream session lost; re-initializing")
+    );
+}

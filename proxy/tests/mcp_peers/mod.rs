@@ -1,0 +1,166 @@
+//! Real MCP peers for the gateway tests: Python SDK 1.x FastMCP servers and the SDK's
+//! client, from the venv `scripts/install-mcp-deps.sh` makes (target/venvs/mcp1, or
+//! `AGENTMESH_MCP1_VENV`). A missing venv fails the test, naming the install command.
+//!
+//! Every Python process runs under `timeout`, and servers are killed when dropped, so a
+//! failing test leaves nothing behind. Everything listens on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's python; panics with the fix when it is missing.
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("AGENTMESH_MCP1_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/venvs/mcp1"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (it calls scripts/install-mcp-deps.sh)",
+        py.display()
+    );
+    py
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("e2e/mcp").join(name)
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A FastMCP server (e2e/mcp/fastmcp_server.py) named `name`.
+pub struct FastMcp {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FastMcp {
+    /// Starts the server on a free port and waits until it accepts connections.
+    pub fn start(name: &str) -> FastMcp {
+        Self::start_on(name, super::support::free_port())
+    }
+
+    /// Starts the server on `port`.
+    pub fn start_on(name: &str, port: u16) -> FastMcp {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("timeout")
+            .args(["-k", "5", "300"])
+            .arg(python())
+            .arg(fixture("fastmcp_server.py"))
+            .args([name, &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("timeout (coreutils) and python must be available");
+        let mut server = FastMcp {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("FastMCP {name} exited with {status}:\n{}", server.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "FastMCP {name} did not listen within 30s:\n{}",
+                server.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The server's MCP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// What the server printed.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server and waits until it is gone.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    /// SIGTERM to `timeout`, which passes it on to python (a SIGKILL would orphan
+    /// python); SIGKILL only if that does not end it within 5 s.
+    fn kill(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FastMcp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What `client_v1.py` printed, or its error output when it failed.
+pub fn client_v1(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new("timeout")
+        .args(["-k", "5", "90"])
+        .arg(python())
+        .arg(fixture("client_v1.py"))
+        .args([url, scenario])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("timeout (coreutils) and python must be available");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("client exited with {}:\n{stderr}", out.status));
+    }
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("client printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// A proxy config with one route on `port` to an `mcp` backend with `targets` (name, URL)
+/// and extra backend YAML (already indented for the `mcp:` block).
+pub fn gateway_config(port: u16, targets: &[(&str, String)], extra: &str) -> String {
+    let mut t = String::new();
+    for (name, url) in targets {
+        t.push_str(&format!("    - name: {name}\n      url: {url}\n"));
+    }
+    format!(
+        "binds:\n- name: main\n  address: 127.0.0.1\n  port: {port}\n  listeners:\n  - name: http\n    routes:\n    - name: mcp\n      matches:\n      - path: {{ prefix: /mcp }}\n      backends:\n      - backend: tools\nbackends:\n- name: tools\n  mcp:\n    targets:\n{t}{extra}"
+    )
+}
