@@ -16,10 +16,15 @@ use std::time::{Duration, Instant};
 /// A port that was free a moment ago. It is drawn at random below the kernel's ephemeral
 /// range (32768+), so the upstreams and clients of other tests running in parallel, which
 /// get ephemeral ports, cannot take it between this check and the proxy binding it.
+/// A port is never handed out twice by one test process, so the binds and admin ports of
+/// one proxy (all chosen before it starts) cannot collide with each other.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = 20000 + (rand_u32() % 12000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
