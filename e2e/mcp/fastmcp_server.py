@@ -1,21 +1,36 @@
 """A real MCP server for the gateway tests: Python SDK 1.x FastMCP over streamable HTTP.
 
 Usage: python fastmcp_server.py NAME PORT
+       python fastmcp_server.py NAME stdio [MARK]
+
+With a port it serves streamable HTTP on 127.0.0.1:PORT. With `stdio` it speaks MCP on
+stdin/stdout (newline-delimited JSON-RPC) as a gateway's stdio target, writes one line
+to stderr when it starts, and exits at EOF on stdin. MARK is ignored: tests put a unique
+word on the command line to find the process.
 
 Offers, each mentioning NAME so a test can tell targets apart:
 - tools `echo(text)` and `add(a, b)` (both targets share these names on purpose: the
   gateway's prefixes keep them apart), and `whoami()`;
 - prompt `greet(who)`;
 - resource `notes://NAME/readme` (text) and template `notes://NAME/{topic}`.
+- tool `pid()`: the server's process id (tells processes of a stdio target apart).
 Listens on 127.0.0.1 only. Exits on SIGTERM/SIGKILL from the test.
 """
 
+import os
 import sys
 
 from mcp.server.fastmcp import FastMCP
 
-name, port = sys.argv[1], int(sys.argv[2])
-server = FastMCP(name, instructions=f"{name} offers echo, add and notes.", host="127.0.0.1", port=port, log_level="WARNING")
+name, where = sys.argv[1], sys.argv[2]
+stdio = where == "stdio"
+server = FastMCP(
+    name,
+    instructions=f"{name} offers echo, add and notes.",
+    host="127.0.0.1",
+    port=0 if stdio else int(where),
+    log_level="WARNING",
+)
 
 
 @server.tool()
@@ -34,6 +49,12 @@ def add(a: int, b: int) -> int:
 def whoami() -> str:
     """Name this server."""
     return name
+
+
+@server.tool()
+def pid() -> int:
+    """This server's process id."""
+    return os.getpid()
 
 
 @server.prompt()
@@ -55,4 +76,8 @@ def note(topic: str) -> str:
 
 
 if __name__ == "__main__":
-    server.run(transport="streamable-http")
+    if stdio:
+        print(f"{name} stdio server ready", file=sys.stderr, flush=True)
+        server.run(transport="stdio")
+    else:
+        server.run(transport="streamable-http")

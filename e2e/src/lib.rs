@@ -17,6 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod sidecar;
+
 /// A harness failure, with the command and what it printed.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -45,6 +47,24 @@ pub enum HarnessError {
         "the end-to-end harness needs root (network namespaces, iptables); run the tests as root"
     )]
     NotRoot,
+    /// Something a scenario needs is not installed.
+    #[error("{what} is missing: {hint}")]
+    Missing {
+        /// What was looked for.
+        what: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A process did not become ready in time.
+    #[error("{what} was not ready after {secs} s; its log:\n{log}")]
+    NotReady {
+        /// The process.
+        what: String,
+        /// How long the harness waited.
+        secs: u64,
+        /// What it logged.
+        log: String,
+    },
 }
 
 /// Result of harness operations.

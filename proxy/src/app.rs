@@ -1,5 +1,6 @@
 //! Process wiring: load the config, open binds and the admin ports, start the sidecar's
-//! outbound capture in sidecar mode, follow file changes, drain on SIGTERM.
+//! outbound capture (and inbound capture when the config enables it) in sidecar mode,
+//! follow file changes, drain on SIGTERM.
 //!
 //! `main.rs` parses the command line and calls [`run`]; everything a running proxy is
 //! made of is assembled here, once.
@@ -16,7 +17,7 @@ use crate::admin::{self, AdminState, Readiness};
 use crate::config::{self, CompileContext, ConfigError, Store};
 use crate::http::upstream::{ConnectionObserver, UpstreamPool};
 use crate::listen::Listeners;
-use crate::listen::capture::{CaptureOptions, OutboundCapture, SoOriginalDst};
+use crate::listen::capture::{CaptureOptions, InboundCapture, OutboundCapture, SoOriginalDst};
 use crate::telemetry::{LogControl, Metrics};
 
 /// Everything `run` needs, from the command line.
@@ -43,6 +44,8 @@ pub struct Options {
 pub struct SidecarOptions {
     /// Outbound capture addresses (the iptables REDIRECT target).
     pub outbound_addrs: Vec<SocketAddr>,
+    /// Inbound capture addresses, served when the config sets `sidecar.inbound.enabled`.
+    pub inbound_addrs: Vec<SocketAddr>,
 }
 
 /// The inbound capture port (DESIGN.md "Contracts"); captured traffic to it is a loop.
@@ -102,6 +105,12 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     let _capture = match &opts.sidecar {
         Some(sidecar) => Some(start_capture(&opts, sidecar, &store, &metrics, &listeners).await?),
         None => None,
+    };
+    let _inbound = match &opts.sidecar {
+        Some(sidecar) if store.load().sidecar.inbound_enabled => {
+            Some(start_inbound(&opts, sidecar, &store, &metrics, &listeners).await?)
+        }
+        _ => None,
     };
 
     let readiness = Readiness::new();
@@ -182,6 +191,32 @@ async fn start_capture(
         observer: Some(connection_observer(metrics)),
     };
     OutboundCapture::start(capture, store.clone(), metrics.clone(), listeners.clone())
+        .await
+        .map_err(|e| StartError::Listen(e.to_string()))
+}
+
+/// Starts the sidecar's inbound capture listener. Its loop guard knows the outbound
+/// capture ports too: an inbound connection to one of them would come back in.
+async fn start_inbound(
+    opts: &Options,
+    sidecar: &SidecarOptions,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+    listeners: &Arc<Listeners>,
+) -> Result<InboundCapture, StartError> {
+    let own_ports = [opts.admin_addr, opts.metrics_addr, opts.ready_addr]
+        .into_iter()
+        .flatten()
+        .chain(sidecar.outbound_addrs.iter().copied())
+        .map(|a| a.port())
+        .collect();
+    let capture = CaptureOptions {
+        addrs: sidecar.inbound_addrs.clone(),
+        own_ports,
+        orig_dst: Arc::new(SoOriginalDst),
+        observer: Some(connection_observer(metrics)),
+    };
+    InboundCapture::start(capture, store.clone(), metrics.clone(), listeners.clone())
         .await
         .map_err(|e| StartError::Listen(e.to_string()))
 }

@@ -86,6 +86,16 @@ struct RunArgs {
         env = "AGENTMESH_OUTBOUND_ADDR"
     )]
     outbound_addr: Vec<SocketAddr>,
+    /// Sidecar mode: addresses of the inbound capture listener, where iptables redirects
+    /// connections to the pod's ports. Served only when the config sets
+    /// `sidecar.inbound.enabled`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.0.0.0:16006,[::]:16006",
+        env = "AGENTMESH_INBOUND_ADDR"
+    )]
+    inbound_addr: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +185,7 @@ fn run(args: RunArgs) -> ExitCode {
         Mode::Standalone => None,
         Mode::Sidecar => Some(app::SidecarOptions {
             outbound_addrs: args.outbound_addr,
+            inbound_addrs: args.inbound_addr,
         }),
     };
     let opts = Options {

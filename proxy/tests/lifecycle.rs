@@ -875,3 +875,44 @@ async fn reload_that_removes_a_backend_closes_its_pooled_connections() {
         proxy.metrics_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_adding_a_bind_on_a_taken_port_is_rejected_as_a_whole() {
+    let up = TestUpstream::start("one").await;
+    let (main_port, taken_port) = (free_port(), free_port());
+    // Another process (here: this test) holds the port the new bind wants.
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", taken_port)).unwrap();
+    let base = simple_config(
+        main_port,
+        &tagged_route("all", "one", "v1"),
+        &host_backend("one", up.addr),
+    );
+    let proxy = Proxy::start(&base);
+    let extra_bind = format!(
+        "- name: extra\n  address: 127.0.0.1\n  port: {taken_port}\n  listeners:\n  - name: http\n    routes:\n{}\n",
+        tagged_route("all", "one", "extra")
+    );
+    // The same change also retags the main route: none of it may be applied.
+    let changed = base
+        .replacen("binds:\n", &format!("binds:\n{extra_bind}"), 1)
+        .replace("\"v1\"", "\"v2\"");
+    proxy.write_config(&changed);
+    assert!(
+        eventually(LIMIT, || reloads(&proxy, "rejected") == 1.0),
+        "change not rejected; log:\n{}",
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    assert!(
+        logs.contains(&format!(
+            r#"bind "extra" field port: cannot listen on 127.0.0.1:{taken_port}"#
+        )),
+        "log must name the bind and port:\n{logs}"
+    );
+    let got = client::get(addr(main_port), "example.com", "/").await;
+    assert_eq!(
+        got.header("x-config"),
+        Some("v1"),
+        "the old config keeps serving"
+    );
+}

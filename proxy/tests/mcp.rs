@@ -11,7 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use mcp_peers::{FastMcp, client_v1, dead_port, gateway_config};
+use mcp_peers::{
+    FastMcp, client_v1, client_v2, dead_port, gateway_config, gateway_config_yaml, http_target,
+    processes_marked, stdio_target, unique_mark,
+};
 use serde_json::{Value, json};
 use support::client::{self, Got};
 use support::{Proxy, eventually, free_port};
@@ -53,9 +56,11 @@ fn python_client_lists_calls_prompts_and_reads_across_two_targets() {
         [
             "alpha_add",
             "alpha_echo",
+            "alpha_pid",
             "alpha_whoami",
             "beta_add",
             "beta_echo",
+            "beta_pid",
             "beta_whoami"
         ]
     );
@@ -152,7 +157,7 @@ fn fail_open_leaves_a_down_target_out_and_says_so() {
         client_v1(&url, "list-tools", &[]).unwrap_or_else(|e| panic!("{e}\n{}", proxy.logs()));
     assert_eq!(
         strings(&out["tools"]),
-        ["alpha_add", "alpha_echo", "alpha_whoami"]
+        ["alpha_add", "alpha_echo", "alpha_pid", "alpha_whoami"]
     );
     let out = client_v1(&url, "call", &["alpha_whoami", "{}"]).unwrap();
     assert_eq!(out["text"], json!(["alpha"]));
@@ -218,7 +223,12 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 async fn initialize(port: u16) -> String {
     let got = post(port, INIT, &[]).await;
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(got.json()["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(
+        got.json()["result"]["protocolVersion"],
+        "2025-06-18",
+        "{}",
+        got.body
+    );
     got.header("mcp-session-id").unwrap().to_string()
 }
 
@@ -294,7 +304,9 @@ async fn transport_rules_and_malformed_messages_get_clear_errors() {
         ],
     )
     .await;
-    assert_eq!((got.status, code(&got)), (400, -32600));
+    assert_eq!((got.status, code(&got)), (400, -32022), "{}", got.body);
+    assert_eq!(got.json()["error"]["data"]["requested"], "1999-01-01");
+    assert!(strings(&got.json()["error"]["data"]["supported"]).contains(&"2025-06-18".to_string()));
 
     // Accept and Content-Type rules; SSE when the client accepts only that.
     let req = |accept: &str, ct: &str| {
@@ -411,4 +423,323 @@ async fn restarted_target_is_reinitialized_and_the_client_keeps_its_session() {
             .logs()
             .contains("upstream session lost; re-initializing")
     );
+}
+
+#[test]
+fn python_client_uses_a_stdio_target_federated_with_an_http_target() {
+    let alpha = FastMcp::start("alpha");
+    let mark = unique_mark("federated");
+    let port = free_port();
+    let targets = http_target("alpha", &alpha.url()) + &stdio_target("gamma", &mark, "PER_SESSION");
+    let proxy = Proxy::start(&gateway_config_yaml(port, &targets, ""));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let out = client_v1(&url, "tour", &[])
+        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let tools = strings(&out["tools"]);
+    assert!(
+        tools.contains(&"alpha_echo".to_string()) && tools.contains(&"gamma_echo".to_string()),
+        "{tools:?}"
+    );
+    assert_eq!(
+        out["calls"]["gamma_echo"],
+        json!({ "text": ["gamma: hi"], "isError": false })
+    );
+    assert_eq!(
+        out["promptTexts"]["gamma_greet"],
+        json!(["Hello Ada, from gamma."])
+    );
+    let readme = "agentmesh://gamma/notes%3A%2F%2Fgamma%2Freadme";
+    assert_eq!(
+        out["reads"][readme],
+        json!([{ "uri": readme, "text": "readme of gamma" }])
+    );
+    // The client ended its session on exit (DELETE): its process is gone.
+    assert!(
+        eventually(Duration::from_secs(5), || processes_marked(&mark)
+            .is_empty()),
+        "stdio process left behind: {:?}\n{}",
+        processes_marked(&mark),
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("gamma stdio server ready"))
+        .unwrap_or_else(|| panic!("stderr of the stdio target not logged:\n{logs}"));
+    assert!(line.contains("target=gamma"), "{line}");
+}
+
+/// `tools/call` of `tool` in session `sid`, returning the text of the first content.
+async fn call_text(port: u16, sid: &str, tool: &str) -> String {
+    let got = post(port, &call(tool), &[("mcp-session-id", sid)]).await;
+    got.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text: {}", got.body))
+        .to_string()
+}
+
+async fn delete(port: u16, sid: &str) -> u16 {
+    let del = Request::delete(format!("http://127.0.0.1:{port}/mcp"))
+        .header("mcp-session-id", sid)
+        .body(Full::default())
+        .unwrap();
+    client::send(&client::http1(), del).await.status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_session_stdio_processes_end_with_their_session_or_its_expiry() {
+    let mark = unique_mark("per-session");
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config_yaml(
+        port,
+        &stdio_target("gamma", &mark, "PER_SESSION"),
+        "    sessions: { idleTimeout: 2s }\n",
+    ));
+    let (a, b) = (initialize(port).await, initialize(port).await);
+    let (pid_a, pid_b) = (
+        call_text(port, &a, "pid").await,
+        call_text(port, &b, "pid").await,
+    );
+    assert_ne!(pid_a, pid_b, "one process per session");
+    assert_eq!(processes_marked(&mark).len(), 2);
+    assert_eq!(
+        call_text(port, &a, "pid").await,
+        pid_a,
+        "a session keeps its process"
+    );
+
+    assert_eq!(delete(port, &a).await, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || processes_marked(&mark).len()
+            == 1),
+        "{:?}",
+        processes_marked(&mark)
+    );
+    // No more requests: the idle session expires, and its process with it.
+    assert!(
+        eventually(Duration::from_secs(8), || processes_marked(&mark)
+            .is_empty()),
+        "{:?}\n{}",
+        processes_marked(&mark),
+        proxy.logs()
+    );
+    // An expired session is refused; a new one gets a new process.
+    assert_eq!(
+        post(port, &call("pid"), &[("mcp-session-id", &b)])
+            .await
+            .status,
+        404
+    );
+    let c = initialize(port).await;
+    assert_eq!(call_text(port, &c, "whoami").await, "gamma");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_stdio_process_serves_every_session_and_is_restarted_when_it_dies() {
+    let mark = unique_mark("shared");
+    let port = free_port();
+    let _proxy = Proxy::start(&gateway_config_yaml(
+        port,
+        &stdio_target("gamma", &mark, "SHARED"),
+        "",
+    ));
+    let (a, b) = (initialize(port).await, initialize(port).await);
+    let pid = call_text(port, &a, "pid").await;
+    assert_eq!(call_text(port, &b, "pid").await, pid);
+    assert_eq!(processes_marked(&mark).len(), 1);
+
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || processes_marked(
+        &mark
+    )
+    .is_empty()));
+    let again = call_text(port, &a, "pid").await;
+    assert_ne!(again, pid, "a new process");
+    assert_eq!(call_text(port, &b, "pid").await, again);
+    // Ending a session leaves the shared process running.
+    assert_eq!(delete(port, &a).await, 200);
+    assert_eq!(call_text(port, &b, "whoami").await, "gamma");
+    assert_eq!(processes_marked(&mark).len(), 1);
+}
+
+#[test]
+fn python_2x_client_discovers_lists_and_calls_through_held_sessions() {
+    let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start("beta"));
+    let mark = unique_mark("modern");
+    let port = free_port();
+    let targets = http_target("alpha", &alpha.url())
+        + &http_target("beta", &beta.url())
+        + &stdio_target("gamma", &mark, "PER_SESSION");
+    let proxy = Proxy::start(&gateway_config_yaml(port, &targets, ""));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    let out = client_v2(&url, "tour", &[])
+        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    // The 2026-07-28 style end to end: discover, never initialize.
+    assert_eq!(out["protocolVersion"], "2026-07-28", "{out}");
+    assert_eq!(
+        (&out["discovered"], &out["initialized"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(out["serverName"], "tools");
+    let instructions = out["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("[gamma] gamma offers"),
+        "{instructions}"
+    );
+    for cap in ["prompts", "resources", "tools"] {
+        assert!(
+            strings(&out["capabilities"]).contains(&cap.to_string()),
+            "{out}"
+        );
+    }
+    assert_eq!(strings(&out["tools"]).len(), 12, "{out}");
+    for t in ["alpha", "beta", "gamma"] {
+        assert_eq!(
+            out["calls"][format!("{t}_echo")],
+            json!({ "text": [format!("{t}: hi")], "isError": false })
+        );
+    }
+    assert!(
+        out["unknownTool"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown tool"),
+        "{out}"
+    );
+    assert_eq!(
+        out["promptTexts"]["beta_greet"],
+        json!(["Hello Ada, from beta."])
+    );
+    assert_eq!(
+        out["reads"]["agentmesh://gamma/notes%3A%2F%2Fgamma%2Freadme"],
+        json!(["readme of gamma"])
+    );
+    // The gateway initialized each target once for this caller and reuses the sessions.
+    let inits = |t: &str| {
+        proxy.metric(
+            "agentmesh_mcp_requests_total",
+            &[("method", "initialize"), ("target", t), ("outcome", "ok")],
+        )
+    };
+    assert_eq!((inits("alpha"), inits("gamma")), (1.0, 1.0));
+    let again = client_v2(&url, "call", &["gamma_whoami", "{}"]).unwrap();
+    assert_eq!(again["text"], json!(["gamma"]));
+    assert_eq!(inits("gamma"), 1.0, "same caller, same held session");
+    assert_eq!(processes_marked(&mark).len(), 1);
+
+    // The 1.x client still works on the same endpoint.
+    let out = client_v1(&url, "call", &["alpha_echo", r#"{"text":"old"}"#]).unwrap();
+    assert_eq!(out["text"], json!(["alpha: old"]));
+}
+
+/// A 2026-07-28 request: `_meta` envelope, routing headers (overridable).
+async fn modern(port: u16, method: &str, params: Value, headers: &[(&str, &str)]) -> Got {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": { "name": "raw", "version": "0" },
+    });
+    let body = json!({ "jsonrpc": "2.0", "id": 5, "method": method, "params": params });
+    let mut all = vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    for (k, v) in headers {
+        all.retain(|(x, _)| x != k);
+        all.push((k, v));
+    }
+    post(port, &body.to_string(), &all).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_requests_check_headers_and_versions_as_the_spec_says() {
+    let alpha = FastMcp::start("alpha");
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config(
+        port,
+        &[("alpha", alpha.url())],
+        "    prefixMode: ALWAYS\n",
+    ));
+    let code = |g: &Got| g.json()["error"]["code"].as_i64().unwrap_or(0);
+
+    let got = modern(port, "server/discover", json!({}), &[]).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let r = &got.json()["result"];
+    assert!(strings(&r["supportedVersions"]).contains(&"2026-07-28".to_string()));
+    assert_eq!(r["resultType"], "complete");
+    assert!(got.header("mcp-session-id").is_none(), "no session");
+
+    let call = json!({ "name": "alpha_whoami", "arguments": {} });
+    let got = modern(
+        port,
+        "tools/call",
+        call.clone(),
+        &[("mcp-name", "alpha_whoami")],
+    )
+    .await;
+    assert_eq!(
+        got.json()["result"]["content"][0]["text"],
+        "alpha",
+        "{}",
+        got.body
+    );
+    assert_eq!(got.json()["result"]["resultType"], "complete");
+
+    let got = modern(
+        port,
+        "tools/call",
+        call.clone(),
+        &[("mcp-name", "alpha_echo")],
+    )
+    .await;
+    assert_eq!((got.status, code(&got)), (400, -32020), "{}", got.body);
+    let got = modern(
+        port,
+        "tools/call",
+        call.clone(),
+        &[("mcp-method", "tools/list")],
+    )
+    .await;
+    assert_eq!((got.status, code(&got)), (400, -32020), "{}", got.body);
+
+    // A version nobody supports: the error lists those the gateway speaks.
+    let mut body = json!({ "jsonrpc": "2.0", "id": 6, "method": "server/discover", "params": {
+        "_meta": { "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+                   "io.modelcontextprotocol/clientCapabilities": {} } } });
+    let got = post(
+        port,
+        &body.to_string(),
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "server/discover"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, code(&got)), (400, -32022), "{}", got.body);
+    let supported = strings(&got.json()["error"]["data"]["supported"]);
+    assert!(
+        supported.contains(&"2026-07-28".to_string())
+            && supported.contains(&"2025-06-18".to_string())
+    );
+    // No envelope: invalid params.
+    body["params"] = json!({});
+    let got = post(
+        port,
+        &body.to_string(),
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "server/discover"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, code(&got)), (400, -32602), "{}", got.body);
+    let got = modern(port, "tools/destroy", json!({}), &[]).await;
+    assert_eq!((got.status, code(&got)), (404, -32601), "{}", got.body);
+    assert!(proxy.try_exited().is_none());
 }

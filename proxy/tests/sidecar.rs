@@ -1,115 +1,24 @@
 //! Sidecar mode: the outbound capture path, in process, with real sockets and real
 //! upstreams on 127.0.0.1.
 //!
-//! iptables is replaced by a test [`OrigDstSource`]: each client connection binds its
-//! local port first and registers the destination it "meant" to reach under that port, so
-//! the capture listener sees exactly what `SO_ORIGINAL_DST` would report after a REDIRECT.
-//! The real-iptables proof (the binary in a network namespace) is in `sidecar_netns.rs`.
+//! iptables is replaced by a test `OrigDstSource` (see `sidecar_support`). The
+//! real-iptables proof (the binary in a network namespace) is in `sidecar_netns.rs`; TLS
+//! originate and intercept are in `sidecar_tls.rs`, inbound capture in
+//! `sidecar_inbound.rs`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod sidecar_support;
 mod support;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use agentmesh_proxy::app;
-use agentmesh_proxy::config::{self, Store, file};
-use agentmesh_proxy::listen::Listeners;
-use agentmesh_proxy::listen::capture::{CaptureOptions, OrigDstSource, OutboundCapture};
-use agentmesh_proxy::telemetry::Metrics;
-use support::metric_value;
+use sidecar_support::Sidecar;
 use support::upstream::TestUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-
-/// Original destinations by the client's local port, registered before connecting.
-#[derive(Default)]
-struct FakeOrigDst(Mutex<HashMap<u16, SocketAddr>>);
-
-impl OrigDstSource for FakeOrigDst {
-    fn orig_dst(&self, _tcp: &TcpStream, peer: SocketAddr) -> io::Result<SocketAddr> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(&peer.port())
-            .copied()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no original destination"))
-    }
-}
-
-/// An in-process sidecar: config, capture listener, metrics.
-struct Sidecar {
-    capture: OutboundCapture,
-    dsts: Arc<FakeOrigDst>,
-    metrics: Arc<Metrics>,
-    _listeners: Arc<Listeners>,
-}
-
-impl Sidecar {
-    async fn start(yaml: &str) -> Sidecar {
-        let metrics = Metrics::new();
-        let ctx = app::compile_context(&metrics);
-        let parsed = file::parse(yaml, false).unwrap();
-        let config = config::compile(file::flatten(parsed), &ctx).unwrap();
-        let store = Store::new(config);
-        let listeners = Listeners::new(store.clone(), metrics.clone());
-        assert!(listeners.reconcile(&store.load()).await.is_empty());
-        let dsts = Arc::new(FakeOrigDst::default());
-        let capture = OutboundCapture::start(
-            CaptureOptions {
-                addrs: vec!["127.0.0.1:0".parse().unwrap()],
-                own_ports: vec![],
-                orig_dst: dsts.clone(),
-                observer: None,
-            },
-            store,
-            metrics.clone(),
-            listeners.clone(),
-        )
-        .await
-        .unwrap();
-        Sidecar {
-            capture,
-            dsts,
-            metrics,
-            _listeners: listeners,
-        }
-    }
-
-    /// Connects to the capture listener as an app connecting to `dst` would be.
-    async fn connect(&self, dst: SocketAddr) -> TcpStream {
-        self.try_connect(dst).await.unwrap()
-    }
-
-    /// As `connect`; a refused connection may be reset before `connect` returns.
-    async fn try_connect(&self, dst: SocketAddr) -> io::Result<TcpStream> {
-        let socket = TcpSocket::new_v4()?;
-        socket.bind("127.0.0.1:0".parse().unwrap())?;
-        let port = socket.local_addr()?.port();
-        self.dsts.0.lock().unwrap().insert(port, dst);
-        socket.connect(self.capture.local_addrs()[0]).await
-    }
-
-    /// Sends one HTTP/1.1 request (with `Connection: close`) and returns the response.
-    async fn http_get(&self, dst: SocketAddr, host: &str, path: &str) -> String {
-        let mut tcp = self.connect(dst).await;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut out))
-            .await
-            .expect("response within 10s")
-            .unwrap();
-        out
-    }
-
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value(&self.metrics.encode(), name, labels)
-    }
-}
+use tokio::net::TcpListener;
 
 /// A config whose outbound bind `0.0.0.0:{port}` serves `api.test` with a header policy
 /// sending to `backend`, plus the given sidecar settings (YAML lines indented by 2).

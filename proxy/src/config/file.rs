@@ -84,6 +84,15 @@ pub fn resolve_paths(config: &mut LocalConfig, dir: &Path) {
             fix(&mut sessions.key_file);
         }
     }
+    if let Some(sidecar) = &mut config.sidecar {
+        if let Some(ca) = &mut sidecar.mesh_ca {
+            fix(&mut ca.cert_file);
+            fix(&mut ca.key_file);
+        }
+        for rule in &mut sidecar.egress {
+            fix(&mut rule.ca_file);
+        }
+    }
 }
 
 /// Parses config text. Unknown fields, wrong types and malformed values are errors that

@@ -1,8 +1,10 @@
 //! Sidecar settings: from `SidecarSettings` (sidecar.proto) to the compiled form the
-//! capture path reads, and the two questions it asks of it: which outbound bind serves a
-//! captured HTTP connection, and what happens to traffic no bind serves.
+//! capture path reads, and the questions it asks of it: which outbound (or inbound) bind
+//! serves a captured HTTP connection, and what happens to traffic no bind serves (allow
+//! or deny, and how its TLS is handled).
 //!
-//! Nothing here touches sockets; `listen::capture` does the capturing.
+//! Nothing here touches sockets; `listen::capture` does the capturing. The mesh CA is
+//! loaded here, once per config, so a bad CA is a config error, not a failed handshake.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use agentmesh_proto::config::v1 as pb;
 use super::FieldError;
 use super::ir::{Bind, Config};
 use crate::http::route::HostPattern;
+use crate::listen::capture::mesh_ca::{self, MeshCa};
 
 /// How long the capture path waits for a client's first bytes by default.
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -39,6 +42,12 @@ pub struct Sidecar {
     pub protocol_detect_timeout: Duration,
     /// Egress rules, in order.
     pub egress: Vec<EgressRule>,
+    /// The CA minting intercepted TLS's leaves; set when configured.
+    pub mesh_ca: Option<Arc<MeshCa>>,
+    /// Whether the inbound capture listener is served (read at startup).
+    pub inbound_enabled: bool,
+    /// Keys of the binds that serve captured inbound HTTP and are never opened as sockets.
+    pub inbound_binds: Vec<String>,
 }
 
 impl Default for Sidecar {
@@ -48,8 +57,31 @@ impl Default for Sidecar {
             outbound_default: OutboundAction::Allow,
             protocol_detect_timeout: DEFAULT_DETECT_TIMEOUT,
             egress: Vec::new(),
+            mesh_ca: None,
+            inbound_enabled: false,
+            inbound_binds: Vec::new(),
         }
     }
+}
+
+/// How TLS to a destination is handled (`EgressTls` in sidecar.proto).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EgressTls {
+    /// TLS passes through untouched; plain HTTP stays plain.
+    #[default]
+    Passthrough,
+    /// Plain HTTP from the app is sent on over TLS the proxy opens.
+    Originate {
+        /// Port the TLS connection goes to; `None`: the original destination's.
+        port: Option<u16>,
+        /// CA bundle verifying the destination; `None`: the web PKI roots.
+        ca_file: Option<Arc<str>>,
+    },
+    /// The app's TLS is terminated with a mesh CA leaf and re-encrypted.
+    Intercept {
+        /// CA bundle verifying the destination; `None`: the web PKI roots.
+        ca_file: Option<Arc<str>>,
+    },
 }
 
 /// One compiled egress rule; empty lists match anything.
@@ -65,6 +97,8 @@ pub struct EgressRule {
     pub ports: Vec<u16>,
     /// The decision.
     pub action: OutboundAction,
+    /// How TLS is handled when allowed.
+    pub tls: EgressTls,
 }
 
 /// A decision about captured traffic and what made it.
@@ -74,6 +108,8 @@ pub struct Verdict {
     pub action: OutboundAction,
     /// Name of the rule that decided; `None` when the outbound default did.
     pub rule: Option<Arc<str>>,
+    /// How TLS is handled (passthrough when the outbound default decided).
+    pub tls: EgressTls,
 }
 
 impl Sidecar {
@@ -82,26 +118,21 @@ impl Sidecar {
         self.outbound_binds.iter().any(|k| k == key)
     }
 
+    /// Whether `key` is an outbound or inbound bind: served by capture, never opened.
+    pub fn is_capture_bind(&self, key: &str) -> bool {
+        self.is_outbound_bind(key) || self.inbound_binds.iter().any(|k| k == key)
+    }
+
     /// The outbound bind serving captured traffic to `dst`: the one with `dst`'s exact
     /// address and port, else one with `dst`'s port and an unspecified address.
     pub fn outbound_bind<'c>(&self, config: &'c Config, dst: SocketAddr) -> Option<&'c Arc<Bind>> {
-        let dst_ip = dst.ip().to_canonical();
-        let mut wildcard = None;
-        for key in &self.outbound_binds {
-            let Some(bind) = config.bind(key) else {
-                continue;
-            };
-            if bind.addr.port() != dst.port() {
-                continue;
-            }
-            if bind.addr.ip().to_canonical() == dst_ip {
-                return Some(bind);
-            }
-            if bind.addr.ip().is_unspecified() && wildcard.is_none() {
-                wildcard = Some(bind);
-            }
-        }
-        wildcard
+        bind_for(&self.outbound_binds, config, dst)
+    }
+
+    /// The inbound bind serving captured inbound traffic to `dst`, chosen as
+    /// [`outbound_bind`](Self::outbound_bind) does among the inbound binds.
+    pub fn inbound_bind<'c>(&self, config: &'c Config, dst: SocketAddr) -> Option<&'c Arc<Bind>> {
+        bind_for(&self.inbound_binds, config, dst)
     }
 
     /// Decides traffic no outbound bind serves: the first egress rule matching `name`
@@ -121,13 +152,37 @@ impl Sidecar {
                 Verdict {
                     action: self.outbound_default,
                     rule: None,
+                    tls: EgressTls::Passthrough,
                 },
                 |r| Verdict {
                     action: r.action,
                     rule: Some(r.name.clone()),
+                    tls: r.tls.clone(),
                 },
             )
     }
+}
+
+/// The bind among `keys` serving captured traffic to `dst`: the one with `dst`'s exact
+/// address and port, else one with `dst`'s port and an unspecified address.
+fn bind_for<'c>(keys: &[String], config: &'c Config, dst: SocketAddr) -> Option<&'c Arc<Bind>> {
+    let dst_ip = dst.ip().to_canonical();
+    let mut wildcard = None;
+    for key in keys {
+        let Some(bind) = config.bind(key) else {
+            continue;
+        };
+        if bind.addr.port() != dst.port() {
+            continue;
+        }
+        if bind.addr.ip().to_canonical() == dst_ip {
+            return Some(bind);
+        }
+        if bind.addr.ip().is_unspecified() && wildcard.is_none() {
+            wildcard = Some(bind);
+        }
+    }
+    wildcard
 }
 
 /// An IP network: an address and a prefix length.
@@ -191,11 +246,21 @@ pub fn compile(
             reason,
         })
     };
-    for (i, key) in s.outbound_binds.iter().enumerate() {
-        if !bind_keys.contains(&key.as_str()) {
+    for (field, keys) in [
+        ("outboundBinds", &s.outbound_binds),
+        ("inboundBinds", &s.inbound_binds),
+    ] {
+        for (i, key) in keys.iter().enumerate() {
+            if !bind_keys.contains(&key.as_str()) {
+                push(format!("{field}[{i}]"), format!("no bind has key {key:?}"));
+            }
+        }
+    }
+    for (i, key) in s.inbound_binds.iter().enumerate() {
+        if s.outbound_binds.contains(key) {
             push(
-                format!("outboundBinds[{i}]"),
-                format!("no bind has key {key:?}"),
+                format!("inboundBinds[{i}]"),
+                format!("bind {key:?} is already an outbound bind"),
             );
         }
     }
@@ -220,6 +285,16 @@ pub fn compile(
             }
         },
     };
+    let mesh_ca = s.mesh_ca.as_ref().and_then(|ca| {
+        let size = match ca.cache_size {
+            0 => mesh_ca::DEFAULT_CACHE_SIZE,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        MeshCa::load(&ca.cert_file, &ca.key_file, size)
+            .map_err(|(field, reason)| push(format!("meshCa.{field}"), reason))
+            .ok()
+            .map(Arc::new)
+    });
     let mut egress = Vec::new();
     for (i, r) in s.egress.iter().enumerate() {
         let field = |f: &str| format!("egress[{i}].{f}");
@@ -239,17 +314,18 @@ pub fn compile(
         }
         let mut ports = Vec::new();
         for (j, p) in r.ports.iter().enumerate() {
-            match u16::try_from(*p) {
-                Ok(p) if p != 0 => ports.push(p),
-                _ => push(
-                    field(&format!("ports[{j}]")),
-                    format!("{p} is not a TCP port (1-65535)"),
-                ),
+            match port(*p) {
+                Ok(p) => ports.push(p),
+                Err(e) => push(field(&format!("ports[{j}]")), e),
             }
         }
         let rule_action = action(r.action).unwrap_or_else(|| {
             push(field("action"), format!("unknown value {}", r.action));
             OutboundAction::Deny
+        });
+        let tls = egress_tls(r, s.mesh_ca.is_some(), rule_action).unwrap_or_else(|(f, e)| {
+            push(field(f), e);
+            EgressTls::Passthrough
         });
         let name = if r.name.is_empty() {
             format!("egress[{i}]")
@@ -262,6 +338,7 @@ pub fn compile(
             addresses,
             ports,
             action: rule_action,
+            tls,
         });
     }
     if !errs.is_empty() {
@@ -272,6 +349,74 @@ pub fn compile(
         outbound_default,
         protocol_detect_timeout,
         egress,
+        mesh_ca,
+        inbound_enabled: s.inbound.as_ref().is_some_and(|i| i.enabled),
+        inbound_binds: s.inbound_binds.clone(),
+    })
+}
+
+/// A TCP port from its config value.
+fn port(p: u32) -> Result<u16, String> {
+    match u16::try_from(p) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(format!("{p} is not a TCP port (1-65535)")),
+    }
+}
+
+/// Compiles a rule's TLS handling; an error names the field (below the rule) at fault.
+fn egress_tls(
+    r: &pb::EgressRule,
+    has_mesh_ca: bool,
+    action: OutboundAction,
+) -> Result<EgressTls, (&'static str, String)> {
+    let mode =
+        pb::EgressTls::try_from(r.tls).map_err(|_| ("tls", format!("unknown value {}", r.tls)))?;
+    if mode != pb::EgressTls::Passthrough && action != OutboundAction::Allow {
+        return Err(("tls", format!("{} needs action ALLOW", mode.as_str_name())));
+    }
+    if r.originate_port != 0 && mode != pb::EgressTls::Originate {
+        return Err(("originatePort", "only applies with tls ORIGINATE".into()));
+    }
+    let ca_file = if r.ca_file.is_empty() {
+        None
+    } else {
+        // Read now so a missing or broken bundle is a config error, not a failed call.
+        let certs = crate::listen::tls::read_certs(&r.ca_file).map_err(|e| ("caFile", e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| ("caFile", format!("{}: {e}", r.ca_file)))?;
+        }
+        Some(Arc::<str>::from(r.ca_file.as_str()))
+    };
+    Ok(match mode {
+        pb::EgressTls::Passthrough => {
+            if ca_file.is_some() {
+                return Err((
+                    "caFile",
+                    "only applies with tls ORIGINATE or INTERCEPT".into(),
+                ));
+            }
+            EgressTls::Passthrough
+        }
+        pb::EgressTls::Originate => EgressTls::Originate {
+            port: match r.originate_port {
+                0 => None,
+                p => Some(port(p).map_err(|e| ("originatePort", e))?),
+            },
+            ca_file,
+        },
+        pb::EgressTls::Intercept => {
+            if !has_mesh_ca {
+                return Err((
+                    "tls",
+                    "INTERCEPT needs sidecar.meshCa (the CA that signs the minted certificates)"
+                        .into(),
+                ));
+            }
+            EgressTls::Intercept { ca_file }
+        }
     })
 }
 
@@ -297,6 +442,7 @@ mod tests {
             addresses: addrs.iter().map(|a| Cidr::parse(a).unwrap()).collect(),
             ports: ports.to_vec(),
             action,
+            tls: EgressTls::Passthrough,
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{CompileContext, Store, load_file};
+use super::{CompileContext, Config, ConfigError, FieldError, Store, load_file};
 use crate::telemetry::metrics::Metrics;
 
 /// How long to wait after a change for more changes before reloading.
@@ -77,9 +77,38 @@ fn may_change_config(event: &notify::Event, file_name: Option<&std::ffi::OsStr>)
     }
 }
 
+/// Rejects a config that adds a bind on an address nobody in this process holds and that
+/// cannot be listened on (a port taken by another process), so the change is refused as
+/// a whole instead of being applied without that bind.
+fn new_binds_can_listen(old: &Config, new: Config) -> Result<Config, ConfigError> {
+    let held: std::collections::HashSet<_> = old
+        .binds
+        .iter()
+        .filter(|b| !old.sidecar.is_capture_bind(&b.key))
+        .map(|b| b.addr)
+        .collect();
+    let errors: Vec<FieldError> = new
+        .binds
+        .iter()
+        .filter(|b| !new.sidecar.is_capture_bind(&b.key) && !held.contains(&b.addr))
+        .filter_map(|b| {
+            crate::listen::probe_bind(b.addr).err().map(|e| FieldError {
+                resource: format!("bind {:?}", b.key),
+                field: "port".into(),
+                reason: format!("cannot listen on {}: {e}", b.addr),
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(new)
+    } else {
+        Err(ConfigError::Invalid(errors))
+    }
+}
+
 /// Loads the file once and installs it if valid. Returns whether it was applied.
 pub fn reload(path: &Path, store: &Store, ctx: &CompileContext, metrics: &Metrics) -> bool {
-    match load_file(path, ctx) {
+    match load_file(path, ctx).and_then(|config| new_binds_can_listen(&store.load(), config)) {
         Ok(config) => {
             // Clients of backends that are gone free their pooled connections; requests
             // still running on the old config hold their own client.

@@ -172,7 +172,7 @@ impl Listeners {
                 .iter()
                 .filter(|(key, task)| {
                     config.bind(key).is_none_or(|b| b.addr != task.addr)
-                        || config.sidecar.is_outbound_bind(key)
+                        || config.sidecar.is_capture_bind(key)
                 })
                 .map(|(key, _)| key.clone())
                 .collect();
@@ -191,8 +191,8 @@ impl Listeners {
         let mut errors = Vec::new();
         let mut binds = self.binds.lock().unwrap_or_else(PoisonError::into_inner);
         for bind in &config.binds {
-            // Outbound binds serve captured traffic (`capture`), not a socket of their own.
-            if binds.contains_key(&bind.key) || config.sidecar.is_outbound_bind(&bind.key) {
+            // Outbound and inbound binds serve captured traffic (`capture`), not sockets.
+            if binds.contains_key(&bind.key) || config.sidecar.is_capture_bind(&bind.key) {
                 continue;
             }
             match listen(bind) {
@@ -438,17 +438,29 @@ impl<S> ConnService for S where
 
 /// Opens a listening socket for a bind.
 fn listen(bind: &Bind) -> std::io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(bind.addr);
+    let socket = bound_socket(bind.addr)?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Checks that a bind's address can be listened on (binding a socket with the same
+/// options as a real bind, then closing it), so a config change that adds a bind on a
+/// port someone else holds is rejected before it is applied.
+pub fn probe_bind(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    bound_socket(addr).map(drop)
+}
+
+fn bound_socket(addr: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    if bind.addr.is_ipv6() {
+    if addr.is_ipv6() {
         // `::` takes IPv4 too where the system allows it.
         let _ = socket.set_only_v6(false);
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&bind.addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (h2c prior knowledge or ALPN) on one connection until it

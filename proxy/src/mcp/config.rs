@@ -1,5 +1,6 @@
-//! Compiles an `mcp` backend resource into an [`McpBackend`]: validates target names and
-//! URLs, builds one pooled upstream client per target, loads the session key.
+//! Compiles an `mcp` backend resource into an [`McpBackend`]: validates target names,
+//! URLs and stdio commands, builds one pooled upstream client per HTTP target, loads the
+//! session key.
 //!
 //! Errors are `(field, reason)` pairs with the field relative to the backend's `mcp`
 //! block; `config::compile` names the resource.
@@ -12,6 +13,8 @@ use http::HeaderValue;
 use http::uri::{PathAndQuery, Scheme, Uri};
 
 use super::session::{self, SessionCipher};
+use super::stdio::{StdioMode, StdioSpec, StdioTarget};
+use super::streamable::HttpTarget;
 use super::upstream::Target;
 use super::{BackendState, FailureMode, McpBackend, Naming, names};
 use crate::http::upstream::UpstreamPool;
@@ -36,6 +39,10 @@ pub fn compile(
             "an mcp backend needs at least one target".into(),
         ));
     }
+    let idle = idle_timeout(spec, &mut problems);
+    // Taken before validation ends, so targets can hold its process pool; a config that
+    // fails leaves the live state untouched.
+    let state = BackendState::for_backend(key, idle);
     let mut targets: Vec<Arc<Target>> = Vec::new();
     for (i, t) in spec.targets.iter().enumerate() {
         let field = |f: &str| format!("targets[{i}].{f}");
@@ -53,9 +60,25 @@ pub fn compile(
             ));
             continue;
         }
-        match target(key, t, upstreams) {
-            Ok(target) => targets.push(Arc::new(target)),
-            Err(reason) => problems.push((field("url"), reason)),
+        match &t.transport {
+            Some(pb::mcp_target::Transport::Url(url)) => {
+                match http_target(key, &t.name, url, upstreams) {
+                    Ok(target) => targets.push(Arc::new(target)),
+                    Err(reason) => problems.push((field("url"), reason)),
+                }
+            }
+            Some(pb::mcp_target::Transport::Stdio(stdio)) => match stdio_target(stdio) {
+                Ok(spec) => targets.push(Arc::new(Target::stdio(StdioTarget::new(
+                    &t.name,
+                    spec,
+                    state.stdio.clone(),
+                )))),
+                Err((f, reason)) => problems.push((field(&format!("stdio.{f}")), reason)),
+            },
+            None => problems.push((
+                field("url"),
+                "a target needs a url (streamable HTTP) or stdio (a command)".into(),
+            )),
         }
     }
     let naming = match pb::McpPrefixMode::try_from(spec.prefix_mode) {
@@ -90,7 +113,25 @@ pub fn compile(
             .map_err(|e| problems.push(("sessions.keyFile".into(), e)))
             .ok()
     };
-    let idle = match sessions.idle_timeout.map(Duration::try_from) {
+    match key_bytes {
+        Some(k) if problems.is_empty() => {
+            state.set_idle_timeout(idle);
+            Ok(McpBackend {
+                key: key.into(),
+                targets,
+                naming,
+                failure_mode,
+                cipher: SessionCipher::new(&k, key),
+                state,
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+fn idle_timeout(spec: &pb::McpBackend, problems: &mut Vec<FieldProblem>) -> Duration {
+    let sessions = spec.sessions.clone().unwrap_or_default();
+    match sessions.idle_timeout.map(Duration::try_from) {
         None => DEFAULT_IDLE_TIMEOUT,
         Some(Ok(d)) if !d.is_zero() => d,
         Some(_) => {
@@ -100,34 +141,52 @@ pub fn compile(
             ));
             DEFAULT_IDLE_TIMEOUT
         }
-    };
-    match key_bytes {
-        Some(k) if problems.is_empty() => Ok(McpBackend {
-            key: key.into(),
-            targets,
-            naming,
-            failure_mode,
-            cipher: SessionCipher::new(&k, key),
-            state: BackendState::for_backend(key, idle),
-        }),
-        _ => Err(problems),
     }
 }
 
-fn target(backend: &str, t: &pb::McpTarget, upstreams: &UpstreamPool) -> Result<Target, String> {
-    let uri: Uri = t
-        .url
-        .parse()
-        .map_err(|_| format!("{:?} is not a URL", t.url))?;
+fn stdio_target(s: &pb::McpStdio) -> Result<StdioSpec, (&'static str, String)> {
+    if s.command.trim().is_empty() {
+        return Err(("command", "a stdio target needs a command".into()));
+    }
+    if let Some(k) = s
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains(['=', '\0']))
+    {
+        return Err(("env", format!("{k:?} is not an environment variable name")));
+    }
+    let mode = match pb::McpStdioMode::try_from(s.mode) {
+        Ok(pb::McpStdioMode::PerSession) => StdioMode::PerSession,
+        Ok(pb::McpStdioMode::Shared) => StdioMode::Shared,
+        Err(_) => return Err(("mode", format!("unknown value {}", s.mode))),
+    };
+    let mut env: Vec<(String, String)> =
+        s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.sort();
+    Ok(StdioSpec {
+        command: s.command.clone(),
+        args: s.args.clone(),
+        env,
+        mode,
+    })
+}
+
+fn http_target(
+    backend: &str,
+    name: &str,
+    url: &str,
+    upstreams: &UpstreamPool,
+) -> Result<Target, String> {
+    let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     let tls = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP => None,
         Some(s) if *s == Scheme::HTTPS => Some(pb::UpstreamTls::default()),
-        _ => return Err(format!("{:?} must be an http:// or https:// URL", t.url)),
+        _ => return Err(format!("{:?} must be an http:// or https:// URL", url)),
     };
     let authority = uri
         .authority()
         .filter(|a| !a.host().is_empty() && !a.as_str().contains('@'))
-        .ok_or_else(|| format!("{:?} must name a host (and no user info)", t.url))?;
+        .ok_or_else(|| format!("{:?} must name a host (and no user info)", url))?;
     let port = authority
         .port_u16()
         .unwrap_or(if tls.is_some() { 443 } else { 80 });
@@ -138,13 +197,13 @@ fn target(backend: &str, t: &pb::McpTarget, upstreams: &UpstreamPool) -> Result<
         tls,
     };
     let client = upstreams
-        .client(&format!("{backend}/{}", t.name), &spec)
+        .client(&format!("{backend}/{}", name), &spec)
         .map_err(|e| e.to_string())?;
     let host = HeaderValue::from_str(authority.as_str())
-        .map_err(|_| format!("{:?} has an invalid host", t.url))?;
+        .map_err(|_| format!("{:?} has an invalid host", url))?;
     let path = uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok(Target::new(&t.name, &t.url, client, host, path))
+    Ok(Target::http(HttpTarget::new(name, url, client, host, path)))
 }

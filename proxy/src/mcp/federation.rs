@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::authz::{self, Caller, Decision, ItemKind};
 pub use super::items::ListKind;
-use super::items::rewrite_uris;
+use super::items::{merge_offers, rewrite_uris};
 use super::jsonrpc::{self, McpError, code};
 use super::metrics::{McpMetrics, McpRequest, method_label};
 use super::names::{self, Cursor};
@@ -41,6 +41,20 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session the gateway holds itself for clients without sessions (2026-07-28
+    /// style): no upstream sessions in its id, every one opened later, at the newest
+    /// session-style version.
+    pub fn held(id: String, later: HashMap<String, UpstreamSession>) -> Session {
+        Session {
+            id,
+            state: SessionState {
+                version: SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_owned(),
+                upstreams: Vec::new(),
+            },
+            later,
+        }
+    }
+
     /// The upstream session with `target`, if there is one.
     pub fn upstream(&self, target: &str) -> Option<&UpstreamSession> {
         self.later
@@ -108,39 +122,17 @@ impl Ctx<'_> {
                 None => continue,
             }
         }
-        let mut caps = Map::new();
-        for (_, r) in &results {
-            let c = &r["capabilities"];
-            for feature in ["tools", "prompts", "resources"] {
-                if c.get(feature).is_some() {
-                    caps.insert(feature.into(), json!({ "listChanged": false }));
-                }
-            }
-            for feature in ["logging", "completions"] {
-                if c.get(feature).is_some() {
-                    caps.insert(feature.into(), json!({}));
-                }
-            }
+        for (t, r) in &results {
+            self.backend.state.remember_offer(&t.name, r);
         }
-        if let Some(r) = caps.get_mut("resources") {
-            r["subscribe"] = json!(false);
-        }
-        let texts: Vec<String> = results
-            .iter()
-            .filter_map(|(t, r)| Some((t, r.get("instructions")?.as_str()?)))
-            .filter(|(_, text)| !text.is_empty())
-            .map(|(t, text)| match self.backend.targets.len() {
-                1 => text.to_owned(),
-                _ => format!("[{}] {text}", t.name),
-            })
-            .collect();
+        let (caps, instructions) = merge_offers(&self.backend.targets, &results);
         let mut result = json!({
             "protocolVersion": version,
             "capabilities": caps,
             "serverInfo": { "name": &*self.backend.key, "version": env!("CARGO_PKG_VERSION") },
         });
-        if !texts.is_empty() {
-            result["instructions"] = json!(texts.join("\n\n"));
+        if let Some(text) = instructions {
+            result["instructions"] = json!(text);
         }
         let id = self.backend.cipher.seal(&SessionState {
             version: version.to_owned(),
@@ -496,7 +488,7 @@ impl Ctx<'_> {
     }
 
     /// Opens a new upstream session for the client's session and remembers it.
-    async fn reopen(
+    pub async fn reopen(
         &self,
         session: &Session,
         t: &Arc<Target>,
@@ -510,10 +502,11 @@ impl Ctx<'_> {
             if r.is_ok() { "ok" } else { "upstream_failed" },
             start,
         );
-        let (up, _) = r.map_err(|error| McpError::Target {
+        let (up, offer) = r.map_err(|error| McpError::Target {
             target: t.name.clone(),
             error,
         })?;
+        self.backend.state.remember_offer(&t.name, &offer);
         self.metrics
             .record_upstream_init(&self.backend.key, &t.name);
         self.backend
@@ -525,7 +518,7 @@ impl Ctx<'_> {
 
     /// Applies the failure mode to one target's answer in a fan-out: `Ok(None)` leaves
     /// the target out.
-    fn absorb<T>(
+    pub fn absorb<T>(
         &self,
         t: &Arc<Target>,
         method: &str,

@@ -1,12 +1,16 @@
 //! What MCP items look like to the gateway: the list methods with the fields that name
-//! their items, and the resource URIs inside results that need the client-facing form.
+//! their items, the resource URIs inside results that need the client-facing form, and
+//! the merged offer (capabilities, instructions) of the targets.
 //!
 //! Pure functions over JSON values; no I/O.
 
-use serde_json::Value;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
 
 use super::authz::ItemKind;
 use super::names;
+use super::upstream::Target;
 
 /// The list methods and how their items are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,43 @@ pub fn rewrite_uris(target: &str, v: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(|i| rewrite_uris(target, i)),
         _ => {}
     }
+}
+
+/// The capabilities and instructions of one virtual server over the targets' initialize
+/// results: a feature any target offers is offered (without list-changed notifications
+/// or subscriptions, which are not relayed yet); instructions are joined, each tagged
+/// with its target when there are several.
+pub fn merge_offers(
+    all: &[Arc<Target>],
+    results: &[(&Arc<Target>, Value)],
+) -> (Map<String, Value>, Option<String>) {
+    let mut caps = Map::new();
+    for (_, r) in results {
+        let c = &r["capabilities"];
+        for feature in ["tools", "prompts", "resources"] {
+            if c.get(feature).is_some() {
+                caps.insert(feature.into(), json!({ "listChanged": false }));
+            }
+        }
+        for feature in ["logging", "completions"] {
+            if c.get(feature).is_some() {
+                caps.insert(feature.into(), json!({}));
+            }
+        }
+    }
+    if let Some(r) = caps.get_mut("resources") {
+        r["subscribe"] = json!(false);
+    }
+    let texts: Vec<String> = results
+        .iter()
+        .filter_map(|(t, r)| Some((t, r.get("instructions")?.as_str()?)))
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(t, text)| match all.len() {
+            1 => text.to_owned(),
+            _ => format!("[{}] {text}", t.name),
+        })
+        .collect();
+    (caps, (!texts.is_empty()).then(|| texts.join("\n\n")))
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub mod code {
     pub const UPSTREAM_TIMEOUT: i64 = -32001;
     /// The client's session does not exist (expired, ended, or never issued).
     pub const SESSION_NOT_FOUND: i64 = -32003;
+    /// 2026-07-28: a routing header (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`)
+    /// disagrees with the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// A protocol version the gateway does not speak; `data` lists those it does.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
 /// A request or notification id: a string or an integer.
@@ -76,6 +81,15 @@ pub enum McpError {
     /// The session id is unknown, expired or ended.
     #[error("session not found: {0}")]
     SessionNotFound(&'static str),
+    /// A routing header disagrees with the body (2026-07-28).
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(String),
+    /// The requested protocol version is not one the gateway speaks.
+    #[error("Unsupported protocol version")]
+    UnsupportedVersion {
+        /// What the client asked for.
+        requested: String,
+    },
     /// A target failed.
     #[error("target {target}: {error}")]
     Target {
@@ -104,6 +118,8 @@ impl McpError {
             Self::MethodNotFound(_) => code::METHOD_NOT_FOUND,
             Self::InvalidParams(_) => code::INVALID_PARAMS,
             Self::SessionNotFound(_) => code::SESSION_NOT_FOUND,
+            Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
+            Self::UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
             Self::Target { error, .. } => match error {
                 TargetError::Timeout(_) => code::UPSTREAM_TIMEOUT,
                 _ => code::UPSTREAM_FAILED,
@@ -120,7 +136,10 @@ impl McpError {
     /// request that fails gets 200 with a JSON-RPC error.
     pub fn http_status(&self) -> StatusCode {
         match self {
-            Self::Parse(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Parse(_)
+            | Self::InvalidRequest(_)
+            | Self::HeaderMismatch(_)
+            | Self::UnsupportedVersion { .. } => StatusCode::BAD_REQUEST,
             Self::SessionNotFound(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::OK,
         }
@@ -129,7 +148,11 @@ impl McpError {
     /// The metric outcome label.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::Parse(_) | Self::InvalidRequest(_) | Self::InvalidParams(_) => "invalid",
+            Self::Parse(_)
+            | Self::InvalidRequest(_)
+            | Self::InvalidParams(_)
+            | Self::HeaderMismatch(_)
+            | Self::UnsupportedVersion { .. } => "invalid",
             Self::MethodNotFound(_) => "method_not_found",
             Self::SessionNotFound(_) => "no_session",
             Self::Target { error, .. } => match error {
@@ -148,6 +171,11 @@ impl McpError {
             Self::Target { target, error } => json!({
                 "code": self.code(),
                 "message": format!("target {target} {}", error.summary()),
+            }),
+            Self::UnsupportedVersion { requested } => json!({
+                "code": self.code(),
+                "message": self.to_string(),
+                "data": { "supported": super::all_versions(), "requested": requested },
             }),
             other => json!({ "code": other.code(), "message": other.to_string() }),
         }

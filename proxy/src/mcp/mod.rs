@@ -4,12 +4,15 @@
 //!
 //! - `server`: the downstream HTTP side (POST/GET/DELETE, Accept and Content-Type rules,
 //!   JSON or SSE answers, session header).
+//! - `modern`: requests of the 2026-07-28 style (`server/discover`, per-request `_meta`,
+//!   routing headers, no session), served over gateway-held upstream sessions.
 //! - `federation`: what each MCP method does across targets (fan out and merge, or route
 //!   to the owner), failure modes, metrics and the tool-call log line.
 //! - `items`: list kinds and the URIs inside results.
 //! - `names`: prefixes, URI rewriting and the composite cursor (pure).
 //! - `session`: the encrypted, self-describing client session id and idle expiry.
-//! - `upstream`: the streamable-HTTP client towards one target.
+//! - `upstream`: a target whatever its transport, its upstream session and errors;
+//!   `streamable` (streamable HTTP) and `stdio` (a child process) are the transports.
 //! - `authz`: the single authorization hook.
 //! - `config`: the `mcp` backend resource → [`McpBackend`].
 //!
@@ -22,9 +25,12 @@ pub mod federation;
 pub mod items;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod modern;
 pub mod names;
 pub mod server;
 pub mod session;
+pub mod stdio;
+pub mod streamable;
 pub mod upstream;
 
 use std::collections::{HashMap, HashSet};
@@ -32,10 +38,24 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 pub use self::server::serve;
 use self::session::{SessionCipher, SessionTable};
+use self::stdio::StdioPool;
 use self::upstream::Target;
 
 /// Protocol versions of the session style the gateway speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// Protocol versions of the 2026-07-28 style (`server/discover`, no sessions).
+pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
+
+/// Every protocol version the gateway speaks, oldest first: what an unsupported
+/// version error lists.
+pub fn all_versions() -> Vec<&'static str> {
+    SUPPORTED_VERSIONS
+        .iter()
+        .chain(MODERN_VERSIONS.iter())
+        .copied()
+        .collect()
+}
 
 /// How names are prefixed, resolved from `prefixMode` and the number of targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,14 +110,21 @@ const MAX_OWNERS: usize = 8192;
 pub struct BackendState {
     /// Sessions seen by this process.
     pub sessions: SessionTable,
+    /// Processes of the stdio targets.
+    pub stdio: Arc<StdioPool>,
     /// Client-facing tool names the targets listed: the only tool label values.
     known_tools: Mutex<HashSet<Arc<str>>>,
     /// Without prefixes: which target owns a name (first in config order wins).
     owners: Mutex<HashMap<(authz::ItemKind, String), Arc<str>>>,
+    /// The last initialize result of each target (capabilities, instructions), what
+    /// `server/discover` merges.
+    offers: Mutex<HashMap<Arc<str>, serde_json::Value>>,
 }
 
 impl BackendState {
-    /// The state of backend `key`: the live one if a config still holds it, else new.
+    /// The state of backend `key`: the live one if a config still holds it, else new
+    /// (expiring idle sessions after `idle`). A live state keeps its idle timeout until
+    /// [`BackendState::set_idle_timeout`].
     pub fn for_backend(key: &str, idle: std::time::Duration) -> Arc<BackendState> {
         static ALL: OnceLock<Mutex<HashMap<String, Weak<BackendState>>>> = OnceLock::new();
         let mut all = ALL
@@ -106,16 +133,35 @@ impl BackendState {
             .unwrap_or_else(PoisonError::into_inner);
         all.retain(|_, w| w.strong_count() > 0);
         if let Some(state) = all.get(key).and_then(Weak::upgrade) {
-            state.sessions.set_idle_timeout(idle);
             return state;
         }
         let state = Arc::new(BackendState {
             sessions: SessionTable::new(idle),
+            stdio: Arc::new(StdioPool::new(idle)),
             known_tools: Mutex::default(),
             owners: Mutex::default(),
+            offers: Mutex::default(),
         });
         all.insert(key.to_owned(), Arc::downgrade(&state));
         state
+    }
+
+    /// Changes how long sessions (and per-session processes) may stay idle.
+    pub fn set_idle_timeout(&self, idle: std::time::Duration) {
+        self.sessions.set_idle_timeout(idle);
+        self.stdio.set_idle_timeout(idle);
+    }
+
+    /// Remembers what `target` answered to `initialize`.
+    pub fn remember_offer(&self, target: &Arc<str>, result: &serde_json::Value) {
+        let mut offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+        offers.insert(target.clone(), result.clone());
+    }
+
+    /// What `target` last answered to `initialize`, if it was asked.
+    pub fn offer(&self, target: &str) -> Option<serde_json::Value> {
+        let offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+        offers.get(target).cloned()
     }
 
     /// Remembers a listed tool name, for metric labels.

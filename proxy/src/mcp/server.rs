@@ -7,10 +7,12 @@
 //!   it (400 without, 404 when unknown, ended or expired, as the spec says).
 //! - `DELETE` ends the session and its upstream sessions. `GET` (the server-to-client
 //!   stream) is not offered yet: 405.
+//! - A message of the 2026-07-28 style (no session; see `modern`) is served without a
+//!   session id, over sessions the gateway holds.
 //!
 //! Status rules: 406 when the client accepts neither JSON nor SSE, 415 when the body is
-//! not `application/json`, 400 for malformed JSON-RPC, 400 for an unsupported
-//! `MCP-Protocol-Version`. A bad message is answered, never a reason to fail the proxy.
+//! not `application/json`, 400 for malformed JSON-RPC, 400 (-32022, listing the
+//! supported versions) for an unsupported `MCP-Protocol-Version`. A bad message is answered, never a reason to fail the proxy.
 
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ use super::federation::{Ctx, ListKind, Session};
 use super::jsonrpc::{self, ClientMessage, McpError};
 use super::session::SessionError;
 use super::upstream::{SESSION_HEADER, VERSION_HEADER};
-use super::{McpBackend, SUPPORTED_VERSIONS};
+use super::{McpBackend, SUPPORTED_VERSIONS, modern};
 use crate::config::ir::Policies;
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
@@ -156,15 +158,17 @@ async fn post(ctx: &Ctx<'_>, headers: &HeaderMap, body: Bytes) -> Response<Body>
         Ok(m) => m,
         Err(e) => return rpc(e.http_status(), &jsonrpc::error(None, &e), style),
     };
+    if modern::is_modern(headers, &msg) {
+        return post_modern(ctx, headers, msg, style).await;
+    }
     if let Some(v) = headers.get(VERSION_HEADER)
         && !SUPPORTED_VERSIONS
             .iter()
             .any(|s| v.as_bytes() == s.as_bytes())
     {
-        let err = McpError::InvalidRequest(format!(
-            "unsupported MCP-Protocol-Version; supported: {}",
-            SUPPORTED_VERSIONS.join(", ")
-        ));
+        let err = McpError::UnsupportedVersion {
+            requested: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        };
         let id = match &msg {
             ClientMessage::Request { id, .. } => Some(id),
             _ => None,
@@ -226,6 +230,40 @@ async fn post(ctx: &Ctx<'_>, headers: &HeaderMap, body: Bytes) -> Response<Body>
                 return rpc(e.0, &jsonrpc::error(None, &e.1), style);
             }
             accepted()
+        }
+    }
+}
+
+/// A message of the 2026-07-28 style: checked, then served over a held session.
+async fn post_modern(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    msg: ClientMessage,
+    style: Answer,
+) -> Response<Body> {
+    match msg {
+        ClientMessage::Request { id, method, params } => {
+            let result = match modern::check_request(headers, &method, params) {
+                Ok(params) => modern::serve(ctx, headers, &id, &method, params).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
+                Err(e) => rpc(modern::status_of(&e), &jsonrpc::error(Some(&id), &e), style),
+            }
+        }
+        // No client-to-server notifications exist in this style: acknowledged, dropped.
+        ClientMessage::Notification { .. } => match modern::check_notification(headers) {
+            Ok(()) => accepted(),
+            Err(e) => rpc(modern::status_of(&e), &jsonrpc::error(None, &e), style),
+        },
+        ClientMessage::Response { id } => {
+            let e = McpError::InvalidRequest("no request of the gateway awaits a response".into());
+            rpc(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(Some(&id), &e),
+                style,
+            )
         }
     }
 }
@@ -292,13 +330,14 @@ fn upstreams_of(
 fn sweep(backend: &McpBackend, timeout: Duration) {
     let expired = backend.state.sessions.sweep();
     for (id, later) in expired {
-        let Ok(state) = backend.cipher.open(&id) else {
-            continue;
-        };
-        let session = Session {
-            id,
-            state,
-            later: later.into_iter().map(|s| (s.target.clone(), s)).collect(),
+        let later = later.into_iter().map(|s| (s.target.clone(), s)).collect();
+        let session = if modern::is_held(&id) {
+            Session::held(id, later)
+        } else {
+            let Ok(state) = backend.cipher.open(&id) else {
+                continue;
+            };
+            Session { id, state, later }
         };
         let targets = upstreams_of(backend, &session);
         tracing::debug!(backend = %backend.key, "mcp session expired after being idle");

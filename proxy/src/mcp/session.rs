@@ -209,6 +209,21 @@ impl SessionTable {
         Ok(entry.later.clone())
     }
 
+    /// Records use of a session the gateway holds itself (no client-facing id): like
+    /// [`SessionTable::touch`], but an ended or expired one starts over, empty.
+    pub fn touch_held(&self, id: &str) -> HashMap<String, UpstreamSession> {
+        if let Ok(later) = self.touch(id) {
+            return later;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.entry(id.to_owned()).or_default();
+        *entry = Entry {
+            last_seen: Some(Instant::now()),
+            ..Entry::default()
+        };
+        HashMap::new()
+    }
+
     /// Remembers an upstream session opened for `id` after the id was issued.
     pub fn remember(&self, id: &str, session: UpstreamSession) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -337,6 +352,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.touch("b"), Err(SessionError::Ended));
         assert_eq!(t.active(), 0);
+    }
+
+    #[test]
+    fn held_sessions_start_over_after_expiry() {
+        let t = SessionTable::new(Duration::from_millis(30));
+        assert!(t.touch_held("held:x").is_empty());
+        t.remember("held:x", state().upstreams[0].clone());
+        assert_eq!(t.touch_held("held:x").len(), 1);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(t.touch_held("held:x").is_empty(), "expired: starts over");
+        assert_eq!(t.active(), 1);
     }
 
     #[test]

@@ -1,26 +1,21 @@
-//! The streamable-HTTP MCP client the gateway uses towards each target: `initialize`
-//! (then `notifications/initialized`), requests and notifications carrying the target's
-//! session id and protocol version, `DELETE` to end a session. Responses may come as
-//! JSON or as an SSE stream; either way the response to our request id is returned.
+//! The gateway's client side towards one target, whatever the transport: what a target
+//! is ([`Target`]), the upstream session the client's session id remembers for it
+//! ([`UpstreamSession`]), and how a target can fail ([`TargetError`]).
 //!
-//! It runs over the proxy's pooled [`UpstreamClient`]. It must not know about client
-//! sessions, names or federation: callers decide what to send.
+//! The transports live beside it: `streamable` (streamable HTTP) and `stdio` (a child
+//! process). This module must not know about client sessions, names or federation:
+//! callers decide what to send.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
-use http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::jsonrpc;
-use crate::http::body;
-use crate::http::upstream::{UpstreamClient, UpstreamError};
-
-/// Largest upstream response body read, JSON or SSE.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+use super::stdio::StdioTarget;
+use super::streamable::HttpTarget;
+use crate::http::upstream::UpstreamError;
 
 /// Header carrying a streamable-HTTP session id.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -36,7 +31,8 @@ pub enum TargetError {
     /// No response within the time limit.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The target does not know the session (restarted, expired): re-initialize.
+    /// The target does not know the session (restarted, expired, process gone):
+    /// re-initialize.
     #[error("the target no longer knows the session")]
     SessionGone,
     /// An HTTP status other than the expected ones.
@@ -45,10 +41,16 @@ pub enum TargetError {
     /// A body that is not the JSON-RPC response expected.
     #[error("invalid answer: {0}")]
     Protocol(String),
+    /// A stdio target's command could not be started.
+    #[error("could not start the command: {0}")]
+    Spawn(std::io::Error),
+    /// A stdio target's process exited (or closed its stdout) before answering.
+    #[error("the process exited")]
+    Exited,
 }
 
 impl TargetError {
-    /// A short description for the client, without addresses or OS errors.
+    /// A short description for the client, without addresses, commands or OS errors.
     pub fn summary(&self) -> String {
         match self {
             Self::Unavailable(_) => "is unavailable".into(),
@@ -56,6 +58,8 @@ impl TargetError {
             Self::SessionGone => "lost the session".into(),
             Self::Status(s) => format!("answered HTTP {}", s.as_u16()),
             Self::Protocol(_) => "sent an invalid answer".into(),
+            Self::Spawn(_) => "could not be started".into(),
+            Self::Exited => "exited".into(),
         }
     }
 }
@@ -69,7 +73,8 @@ pub struct UpstreamSession {
     /// The target's name.
     #[serde(rename = "n")]
     pub target: String,
-    /// The target's session id; none for a stateless target.
+    /// The target's session id (for a per-session stdio target, the key of its
+    /// process in this proxy); none for a stateless or shared target.
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The protocol version the target negotiated.
@@ -77,41 +82,38 @@ pub struct UpstreamSession {
     pub version: String,
 }
 
-/// One upstream MCP server reached over streamable HTTP.
+/// One upstream MCP server.
+#[derive(Debug)]
 pub struct Target {
     /// The target's name (config).
     pub name: Arc<str>,
-    /// The URL, for logs.
+    /// Where it is, for logs: the URL, or `stdio:<command>`.
     pub url: String,
-    client: Arc<UpstreamClient>,
-    host: HeaderValue,
-    path: http::uri::PathAndQuery,
+    transport: Transport,
 }
 
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
+#[derive(Debug)]
+enum Transport {
+    Http(HttpTarget),
+    Stdio(StdioTarget),
 }
 
 impl Target {
-    /// A target at `url` (already validated) reached through `client`.
-    pub fn new(
-        name: &str,
-        url: &str,
-        client: Arc<UpstreamClient>,
-        host: HeaderValue,
-        path: http::uri::PathAndQuery,
-    ) -> Target {
+    /// A target reached over streamable HTTP.
+    pub fn http(http: HttpTarget) -> Target {
         Target {
-            name: name.into(),
-            url: url.to_owned(),
-            client,
-            host,
-            path,
+            name: http.name().clone(),
+            url: http.url().to_owned(),
+            transport: Transport::Http(http),
+        }
+    }
+
+    /// A target run as a child process.
+    pub fn stdio(stdio: StdioTarget) -> Target {
+        Target {
+            name: stdio.name().clone(),
+            url: format!("stdio:{}", stdio.command()),
+            transport: Transport::Stdio(stdio),
         }
     }
 
@@ -122,29 +124,10 @@ impl Target {
         version: &str,
         timeout: Duration,
     ) -> Result<(UpstreamSession, Value), TargetError> {
-        let params = json!({
-            "protocolVersion": version,
-            "capabilities": {},
-            "clientInfo": { "name": "agentmesh", "version": env!("CARGO_PKG_VERSION") },
-        });
-        let id = json!(0);
-        let msg = jsonrpc::request(&id, "initialize", Some(params));
-        let (reply, session_id) = self.exchange(None, None, &msg, &id, timeout).await?;
-        let result =
-            reply.map_err(|e| TargetError::Protocol(format!("initialize was refused: {e}")))?;
-        let negotiated = result
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(version)
-            .to_owned();
-        let session = UpstreamSession {
-            target: self.name.to_string(),
-            id: session_id,
-            version: negotiated,
-        };
-        let note = jsonrpc::notification("notifications/initialized", None);
-        self.notify(&session, &note, timeout).await?;
-        Ok((session, result))
+        match &self.transport {
+            Transport::Http(t) => t.initialize(version, timeout).await,
+            Transport::Stdio(t) => t.initialize(version, timeout).await,
+        }
     }
 
     /// Sends a request in `session` and waits for the response to `id`.
@@ -155,152 +138,62 @@ impl Target {
         id: &Value,
         timeout: Duration,
     ) -> Result<Reply, TargetError> {
-        self.exchange(
-            session.id.as_deref(),
-            Some(&session.version),
-            msg,
-            id,
-            timeout,
-        )
-        .await
-        .map(|(reply, _)| reply)
+        match &self.transport {
+            Transport::Http(t) => t.request(session, msg, id, timeout).await,
+            Transport::Stdio(t) => t.request(session, msg, timeout).await,
+        }
     }
 
-    /// Sends a notification in `session` (the target answers 202).
+    /// Sends a notification in `session`.
     pub async fn notify(
         &self,
         session: &UpstreamSession,
         msg: &Value,
         timeout: Duration,
     ) -> Result<(), TargetError> {
-        let req = self.post(session.id.as_deref(), Some(&session.version), msg)?;
-        let resp = within(timeout, self.client.send(req)).await??;
-        match resp.status() {
-            s if s.is_success() => Ok(()),
-            StatusCode::NOT_FOUND if session.id.is_some() => Err(TargetError::SessionGone),
-            s => Err(TargetError::Status(s)),
+        match &self.transport {
+            Transport::Http(t) => t.notify(session, msg, timeout).await,
+            Transport::Stdio(t) => t.notify(session, msg).await,
         }
     }
 
-    /// Ends `session` on the target (`DELETE`); a stateless session needs nothing.
+    /// Ends `session` on the target (HTTP `DELETE`; a per-session process is killed).
     pub async fn end(
         &self,
         session: &UpstreamSession,
         timeout: Duration,
     ) -> Result<(), TargetError> {
-        let Some(id) = &session.id else {
-            return Ok(());
-        };
-        let mut req = Request::new(body::empty());
-        *req.method_mut() = Method::DELETE;
-        *req.uri_mut() = self
-            .path
-            .as_str()
-            .parse()
-            .map_err(|_| TargetError::Protocol("path".into()))?;
-        let h = req.headers_mut();
-        h.insert(header::HOST, self.host.clone());
-        h.insert(SESSION_HEADER, header_value(id)?);
-        h.insert(VERSION_HEADER, header_value(&session.version)?);
-        let resp = within(timeout, self.client.send(req)).await??;
-        match resp.status() {
-            // 405: the target does not let clients end sessions; 404: already gone.
-            s if s.is_success()
-                || s == StatusCode::METHOD_NOT_ALLOWED
-                || s == StatusCode::NOT_FOUND =>
-            {
+        match &self.transport {
+            Transport::Http(t) => t.end(session, timeout).await,
+            Transport::Stdio(t) => {
+                t.end(session).await;
                 Ok(())
             }
-            s => Err(TargetError::Status(s)),
         }
-    }
-
-    fn post(
-        &self,
-        session: Option<&str>,
-        version: Option<&str>,
-        msg: &Value,
-    ) -> Result<Request<body::Body>, TargetError> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| TargetError::Protocol(e.to_string()))?;
-        let mut req = Request::new(body::full(bytes));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self
-            .path
-            .as_str()
-            .parse()
-            .map_err(|_| TargetError::Protocol("invalid path".into()))?;
-        let h = req.headers_mut();
-        h.insert(header::HOST, self.host.clone());
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        if let Some(id) = session {
-            h.insert(SESSION_HEADER, header_value(id)?);
-        }
-        if let Some(v) = version {
-            h.insert(VERSION_HEADER, header_value(v)?);
-        }
-        Ok(req)
-    }
-
-    /// POSTs `msg` and reads the response to `id`, from a JSON body or an SSE stream.
-    /// Returns it with the session id the target assigned (on `initialize`).
-    async fn exchange(
-        &self,
-        session: Option<&str>,
-        version: Option<&str>,
-        msg: &Value,
-        id: &Value,
-        timeout: Duration,
-    ) -> Result<(Reply, Option<String>), TargetError> {
-        let req = self.post(session, version, msg)?;
-        within(timeout, async {
-            let resp = self.client.send(req).await?;
-            let status = resp.status();
-            if status == StatusCode::NOT_FOUND && session.is_some() {
-                return Err(TargetError::SessionGone);
-            }
-            if !status.is_success() {
-                return Err(TargetError::Status(status));
-            }
-            let session_id = resp
-                .headers()
-                .get(SESSION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let is_sse = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| {
-                    ct.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("text/event-stream")
-                });
-            let mut body = resp.into_body();
-            let reply = if is_sse {
-                read_sse_reply(&mut body, id).await?
-            } else {
-                let bytes = read_limited(body).await?;
-                reply_from(
-                    &serde_json::from_slice(&bytes)
-                        .map_err(|e| TargetError::Protocol(format!("response is not JSON: {e}")))?,
-                    id,
-                )
-                .ok_or_else(|| TargetError::Protocol("no response to the request".into()))?
-            };
-            Ok((reply, session_id))
-        })
-        .await?
     }
 }
 
-async fn within<T>(
+/// The `initialize` request the gateway sends, with its own client identity.
+pub fn initialize_request(id: &Value, version: &str) -> Value {
+    let params = json!({
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": { "name": "agentmesh", "version": env!("CARGO_PKG_VERSION") },
+    });
+    jsonrpc::request(id, "initialize", Some(params))
+}
+
+/// The version a target's initialize result names (`asked` when it names none).
+pub fn negotiated_version(result: &Value, asked: &str) -> String {
+    result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(asked)
+        .to_owned()
+}
+
+/// `fut`, or [`TargetError::Timeout`] after `limit`.
+pub async fn within<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, TargetError> {
@@ -309,13 +202,8 @@ async fn within<T>(
         .map_err(|_| TargetError::Timeout(limit))
 }
 
-fn header_value(v: &str) -> Result<HeaderValue, TargetError> {
-    HeaderValue::from_str(v)
-        .map_err(|_| TargetError::Protocol("value not allowed in a header".into()))
-}
-
 /// The response to `id` in a JSON-RPC message, if it is one.
-fn reply_from(msg: &Value, id: &Value) -> Option<Reply> {
+pub fn reply_from(msg: &Value, id: &Value) -> Option<Reply> {
     if msg.get("id") != Some(id) {
         return None;
     }
@@ -325,105 +213,10 @@ fn reply_from(msg: &Value, id: &Value) -> Option<Reply> {
     msg.get("error").map(|e| Err(e.clone()))
 }
 
-async fn read_limited(mut body: hyper::body::Incoming) -> Result<Bytes, TargetError> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| TargetError::Protocol(format!("body failed: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > MAX_RESPONSE_BYTES {
-                return Err(TargetError::Protocol("response too large".into()));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
-}
-
-/// Reads SSE events until the response to `id`. Other messages on the stream
-/// (progress, logging, server requests) are skipped in this version of the gateway.
-async fn read_sse_reply(
-    body: &mut hyper::body::Incoming,
-    id: &Value,
-) -> Result<Reply, TargetError> {
-    let mut parser = SseParser::default();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| TargetError::Protocol(format!("stream failed: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen += data.len();
-        if seen > MAX_RESPONSE_BYTES {
-            return Err(TargetError::Protocol("stream too large".into()));
-        }
-        for event in parser.push(&data) {
-            match serde_json::from_str::<Value>(&event) {
-                Ok(msg) => match reply_from(&msg, id) {
-                    Some(reply) => return Ok(reply),
-                    None => {
-                        tracing::debug!(message = %event, "skipping an upstream stream message")
-                    }
-                },
-                Err(e) => tracing::debug!(error = %e, "skipping a non-JSON upstream event"),
-            }
-        }
-    }
-    Err(TargetError::Protocol(
-        "the stream ended without a response".into(),
-    ))
-}
-
-/// An incremental `text/event-stream` parser that yields each event's `data`.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    data: Option<String>,
-}
-
-impl SseParser {
-    /// Feeds bytes; returns the data of every event they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..pos]);
-            let line = line.strip_suffix('\r').unwrap_or(&line);
-            if line.is_empty() {
-                events.extend(self.data.take());
-            } else if let Some(rest) = line.strip_prefix("data") {
-                // `data:value`, `data: value`, or a bare `data` (empty value).
-                let value = match rest.strip_prefix(':') {
-                    Some(v) => v.strip_prefix(' ').unwrap_or(v),
-                    None if rest.is_empty() => "",
-                    None => continue,
-                };
-                match &mut self.data {
-                    Some(d) => {
-                        d.push('\n');
-                        d.push_str(value);
-                    }
-                    None => self.data = Some(value.to_owned()),
-                }
-            }
-        }
-        events
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_events_are_split_across_chunks_and_lines_joined() {
-        let mut p = SseParser::default();
-        assert!(p.push(b"event: message\r\ndata: {\"a\":").is_empty());
-        assert_eq!(
-            p.push(b"1}\r\n\r\n: comment\n\ndata:x\ndata: y\n\n"),
-            vec!["{\"a\":1}".to_string(), "x\ny".to_string()]
-        );
-    }
+    use serde_json::json;
 
     #[test]
     fn reply_matches_only_our_id() {

@@ -1,6 +1,8 @@
 //! Metrics of the sidecar's transparent capture: captured connections by detected
-//! protocol, connections and requests refused by the outbound policy, and connections
-//! refused because they would loop back into the proxy.
+//! protocol (outbound and inbound), connections and requests refused by the outbound
+//! policy, connections refused because they would loop back into the proxy, TLS
+//! connections by egress mode, requests whose TLS the proxy originated, and the mesh CA's
+//! minted and cached leaf certificates.
 //!
 //! Labels are closed sets (protocol names); destinations go to the logs, never to labels.
 
@@ -37,9 +39,47 @@ impl CapturedProtocol {
     }
 }
 
+/// What the sidecar did with a captured TLS connection it let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// Passed through untouched.
+    Passthrough,
+    /// Terminated with a mesh CA leaf and served as HTTP.
+    Intercept,
+}
+
+impl TlsMode {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passthrough => "passthrough",
+            Self::Intercept => "intercept",
+        }
+    }
+}
+
+/// Where the leaf certificate of an intercepted connection came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeafCert {
+    /// Minted from the mesh CA for this connection.
+    Minted,
+    /// Reused from the cache.
+    Cached,
+}
+
 #[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
 struct ProtocolLabelSet {
     protocol: &'static str,
+}
+
+#[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
+struct ModeLabelSet {
+    mode: &'static str,
+}
+
+#[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
+struct ResultLabelSet {
+    result: &'static str,
 }
 
 /// The sidecar capture metrics, registered in the proxy's registry.
@@ -48,6 +88,11 @@ pub struct SidecarMetrics {
     connections: Family<ProtocolLabelSet, Counter>,
     denied: Family<ProtocolLabelSet, Counter>,
     loops: Counter,
+    tls: Family<ModeLabelSet, Counter>,
+    originated: Counter,
+    leaf_certs: Family<ResultLabelSet, Counter>,
+    inbound_connections: Family<ProtocolLabelSet, Counter>,
+    inbound_loops: Counter,
 }
 
 impl SidecarMetrics {
@@ -68,6 +113,31 @@ impl SidecarMetrics {
             "outbound_loop_refused",
             "Captured connections refused because their destination is one of the proxy's own ports",
             m.loops.clone(),
+        );
+        registry.register(
+            "outbound_tls_connections",
+            "Captured TLS connections let through, by egress TLS mode (passthrough, intercept)",
+            m.tls.clone(),
+        );
+        registry.register(
+            "outbound_tls_originated_requests",
+            "Captured plain-HTTP requests the sidecar sent on over TLS it opened (egress tls ORIGINATE)",
+            m.originated.clone(),
+        );
+        registry.register(
+            "mesh_ca_leaf_certificates",
+            "Leaf certificates served to intercepted TLS connections, by result (minted, cached)",
+            m.leaf_certs.clone(),
+        );
+        registry.register(
+            "inbound_connections",
+            "Connections captured from the pod's inbound traffic, by detected protocol",
+            m.inbound_connections.clone(),
+        );
+        registry.register(
+            "inbound_loop_refused",
+            "Captured inbound connections refused because their destination is one of the proxy's own ports",
+            m.inbound_loops.clone(),
         );
         m
     }
@@ -93,5 +163,44 @@ impl SidecarMetrics {
     /// Counts one connection refused as a loop.
     pub fn loop_refused(&self) {
         self.loops.inc();
+    }
+
+    /// Counts one TLS connection let through in `mode`.
+    pub fn tls(&self, mode: TlsMode) {
+        self.tls
+            .get_or_create(&ModeLabelSet {
+                mode: mode.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one request sent on over TLS the sidecar originated.
+    pub fn originated(&self) {
+        self.originated.inc();
+    }
+
+    /// Counts one leaf certificate served to an intercepted connection.
+    pub fn leaf_cert(&self, result: LeafCert) {
+        let result = match result {
+            LeafCert::Minted => "minted",
+            LeafCert::Cached => "cached",
+        };
+        self.leaf_certs
+            .get_or_create(&ResultLabelSet { result })
+            .inc();
+    }
+
+    /// Counts one captured inbound connection.
+    pub fn inbound_connection(&self, protocol: CapturedProtocol) {
+        self.inbound_connections
+            .get_or_create(&ProtocolLabelSet {
+                protocol: protocol.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one inbound connection refused as a loop.
+    pub fn inbound_loop_refused(&self) {
+        self.inbound_loops.inc();
     }
 }

@@ -1,6 +1,7 @@
 //! Real MCP peers for the gateway tests: Python SDK 1.x FastMCP servers and the SDK's
 //! client, from the venv `scripts/install-mcp-deps.sh` makes (target/venvs/mcp1, or
-//! `AGENTMESH_MCP1_VENV`). A missing venv fails the test, naming the install command.
+//! `AGENTMESH_MCP1_VENV`), and the SDK 2.x client (target/venvs/mcp2, or
+//! `AGENTMESH_MCP2_VENV`). A missing venv fails the test, naming the install command.
 //!
 //! Every Python process runs under `timeout`, and servers are killed when dropped, so a
 //! failing test leaves nothing behind. Everything listens on 127.0.0.1.
@@ -15,11 +16,20 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The venv's python; panics with the fix when it is missing.
+/// The 1.x venv's python; panics with the fix when it is missing.
 pub fn python() -> PathBuf {
-    let venv = std::env::var_os("AGENTMESH_MCP1_VENV")
+    venv_python("AGENTMESH_MCP1_VENV", "target/venvs/mcp1")
+}
+
+/// The 2.x venv's python (`mcp>=2`, target/venvs/mcp2 or `AGENTMESH_MCP2_VENV`).
+pub fn python2() -> PathBuf {
+    venv_python("AGENTMESH_MCP2_VENV", "target/venvs/mcp2")
+}
+
+fn venv_python(var: &str, default: &str) -> PathBuf {
+    let venv = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/venvs/mcp1"));
+        .unwrap_or_else(|| root().join(default));
     let py = venv.join("bin/python");
     assert!(
         py.exists(),
@@ -133,12 +143,27 @@ impl Drop for FastMcp {
     }
 }
 
-/// What `client_v1.py` printed, or its error output when it failed.
+/// What `client_v1.py` (SDK 1.x, session style) printed, or its error output.
 pub fn client_v1(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    run_client(python(), "client_v1.py", url, scenario, args)
+}
+
+/// What `client_v2.py` (SDK 2.x, 2026-07-28 style) printed, or its error output.
+pub fn client_v2(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    run_client(python2(), "client_v2.py", url, scenario, args)
+}
+
+fn run_client(
+    python: PathBuf,
+    script: &str,
+    url: &str,
+    scenario: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
     let out = Command::new("timeout")
         .args(["-k", "5", "90"])
-        .arg(python())
-        .arg(fixture("client_v1.py"))
+        .arg(python)
+        .arg(fixture(script))
         .args([url, scenario])
         .args(args)
         .stdin(Stdio::null())
@@ -158,8 +183,56 @@ pub fn client_v1(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json:
 pub fn gateway_config(port: u16, targets: &[(&str, String)], extra: &str) -> String {
     let mut t = String::new();
     for (name, url) in targets {
-        t.push_str(&format!("    - name: {name}\n      url: {url}\n"));
+        t.push_str(&http_target(name, url));
     }
+    gateway_config_yaml(port, &t, extra)
+}
+
+/// The YAML of a streamable-HTTP target (a `targets:` list item).
+pub fn http_target(name: &str, url: &str) -> String {
+    format!("    - name: {name}\n      url: {url}\n")
+}
+
+/// The YAML of a stdio target running e2e/mcp/fastmcp_server.py in stdio mode, with
+/// `mark` on its command line (see [`processes_marked`]) and `mode` (PER_SESSION or
+/// SHARED).
+pub fn stdio_target(name: &str, mark: &str, mode: &str) -> String {
+    format!(
+        "    - name: {name}\n      stdio:\n        command: {}\n        args: [{}, {name}, stdio, {mark}]\n        env: {{ PYTHONUNBUFFERED: \"1\" }}\n        mode: {mode}\n",
+        python().display(),
+        fixture("fastmcp_server.py").display(),
+    )
+}
+
+/// A word unique to this test run, to put on a command line.
+pub fn unique_mark(test: &str) -> String {
+    format!(
+        "mark-{test}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    )
+}
+
+/// Live processes whose command line contains `mark` (zombies have none).
+pub fn processes_marked(mark: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(mark) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A proxy config like [`gateway_config`] with the targets' YAML given.
+pub fn gateway_config_yaml(port: u16, t: &str, extra: &str) -> String {
     format!(
         "binds:\n- name: main\n  address: 127.0.0.1\n  port: {port}\n  listeners:\n  - name: http\n    routes:\n    - name: mcp\n      matches:\n      - path: {{ prefix: /mcp }}\n      backends:\n      - backend: tools\nbackends:\n- name: tools\n  mcp:\n    targets:\n{t}{extra}"
     )

@@ -1,7 +1,12 @@
-//! Captured HTTP: each request either goes through the ordinary pipeline (when an
-//! outbound bind serves its original destination and one of the bind's listeners its
-//! Host), or follows the egress rules and the outbound default: forwarded unchanged to
-//! the original destination, or refused with a 403 naming it.
+//! Captured HTTP: each request either goes through the ordinary pipeline (when a capture
+//! bind serves its original destination and one of the bind's listeners its Host), or
+//! goes straight to where it was going: for outbound traffic after the egress rules and
+//! the outbound default (forwarded, or refused with a 403 naming the destination), for
+//! inbound traffic to the app on loopback.
+//!
+//! Where "where it was going" is, and whether the proxy speaks TLS to it, is a
+//! [`Target`]: plain to the original destination, TLS the proxy opens (egress `ORIGINATE`,
+//! or re-encryption of intercepted TLS), or the app's port on loopback.
 //!
 //! The decision is made per request, not per connection, because one keep-alive
 //! connection to `10.0.0.5:8080` may carry requests for several virtual hosts.
@@ -9,37 +14,101 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use agentmesh_proto::config::v1::{HostBackend, UpstreamProtocol};
+use agentmesh_proto::config::v1::{HostBackend, UpstreamProtocol, UpstreamTls};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::Store;
 use crate::config::ir::{Backend, BackendKind, Policies};
-use crate::config::sidecar::OutboundAction;
+use crate::config::sidecar::{EgressTls, OutboundAction};
 use crate::http::body::{self, Body};
+use crate::http::error::ProxyError;
 use crate::http::forward::{self, Head, Outbound, OutboundBody};
 use crate::http::route::request_host;
 use crate::http::service::{ConnContext, HttpService};
-use crate::http::upstream::{ConnectionObserver, UpstreamClient};
+use crate::http::upstream::{ConnectionObserver, UpstreamClient, UpstreamError};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
 use crate::telemetry::sidecar::CapturedProtocol;
 
-/// The backend name of traffic forwarded to its original destination, in metrics and
-/// errors. One name for every destination keeps the number of series bounded.
+/// The backend name of traffic forwarded in plain text to its original destination, in
+/// metrics and errors. One name for every destination keeps the number of series bounded.
 pub const PASSTHROUGH_BACKEND: &str = "passthrough";
+/// The backend name of traffic sent on over TLS the sidecar opened (originated, or
+/// re-encrypted after interception).
+pub const TLS_BACKEND: &str = "passthrough-tls";
+/// The backend name of inbound traffic forwarded to the app.
+pub const INBOUND_BACKEND: &str = "inbound-app";
 /// Destinations whose pooled client is kept; past this the cache starts over.
 const MAX_PASSTHROUGH_CLIENTS: usize = 1024;
 
-/// Pooled clients to original destinations, one per destination and HTTP version, made
-/// on first use and kept so keep-alive connections are reused.
+/// Where a captured request goes when no route sends it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The address dialed.
+    pub addr: SocketAddr,
+    /// Plain HTTP/2 (the client spoke h2c); ignored over TLS, where ALPN decides.
+    pub h2: bool,
+    /// TLS the proxy opens, if any.
+    pub tls: Option<TlsTarget>,
+    /// Inbound: the app on loopback.
+    pub inbound: bool,
+}
+
+/// TLS the proxy opens to a target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsTarget {
+    /// The name sent in SNI and verified in the server's certificate.
+    pub server_name: String,
+    /// CA bundle verifying the server; `None`: the web PKI roots.
+    pub ca_file: Option<Arc<str>>,
+}
+
+impl Target {
+    /// Plain HTTP to `addr`.
+    pub fn plain(addr: SocketAddr, h2: bool) -> Self {
+        Target {
+            addr,
+            h2,
+            tls: None,
+            inbound: false,
+        }
+    }
+
+    /// The app's port `dst.port()` on loopback, in `dst`'s address family: never the pod
+    /// address, which iptables would send back to the inbound capture port.
+    pub fn inbound(dst: SocketAddr, h2: bool) -> Self {
+        let ip = if dst.ip().to_canonical().is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        };
+        Target {
+            addr: SocketAddr::new(ip, dst.port()),
+            h2,
+            tls: None,
+            inbound: true,
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match (&self.tls, self.inbound) {
+            (_, true) => INBOUND_BACKEND,
+            (Some(_), false) => TLS_BACKEND,
+            (None, false) => PASSTHROUGH_BACKEND,
+        }
+    }
+}
+
+/// Pooled clients to captured traffic's targets, one per [`Target`], made on first use
+/// and kept so keep-alive connections are reused.
 pub struct PassthroughBackends {
-    clients: Mutex<HashMap<(SocketAddr, bool), Arc<Backend>>>,
+    clients: Mutex<HashMap<Target, Arc<Backend>>>,
     observer: Option<Arc<dyn ConnectionObserver>>,
 }
 
@@ -52,34 +121,56 @@ impl PassthroughBackends {
         }
     }
 
-    /// The backend forwarding to `dst`, speaking HTTP/2 when `h2` (the client did).
-    fn get(&self, dst: SocketAddr, h2: bool) -> Result<Arc<Backend>, String> {
+    /// The backend sending to `target`. Making one reads the target's CA bundle, which
+    /// the config compiler has already read once, so it fails only if the file changed.
+    fn get(&self, target: &Target) -> Result<Arc<Backend>, String> {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(b) = clients.get(&(dst, h2)) {
+        if let Some(b) = clients.get(target) {
             return Ok(b.clone());
         }
-        let protocol = if h2 {
+        let protocol = if target.h2 && target.tls.is_none() {
             UpstreamProtocol::Http2
         } else {
             UpstreamProtocol::Auto
         };
         let spec = HostBackend {
-            address: dst.to_string(),
+            address: target.addr.to_string(),
             protocol: protocol as i32,
-            tls: None,
+            tls: target.tls.as_ref().map(|t| UpstreamTls {
+                ca_file: t.ca_file.as_deref().unwrap_or_default().to_owned(),
+                sni: t.server_name.clone(),
+                ..UpstreamTls::default()
+            }),
         };
-        let client = UpstreamClient::new(PASSTHROUGH_BACKEND, &spec, self.observer.clone())
-            .map_err(|e| e.to_string())?;
+        let name = target.backend_name();
+        let client =
+            UpstreamClient::new(name, &spec, self.observer.clone()).map_err(|e| e.to_string())?;
         let backend = Arc::new(Backend {
-            key: PASSTHROUGH_BACKEND.into(),
+            key: name.into(),
             kind: BackendKind::Host(Arc::new(client)),
         });
         if clients.len() >= MAX_PASSTHROUGH_CLIENTS {
             clients.clear();
         }
-        clients.insert((dst, h2), backend.clone());
+        clients.insert(target.clone(), backend.clone());
         Ok(backend)
     }
+}
+
+/// Which captured traffic a connection carries.
+#[derive(Debug, Clone)]
+pub enum Side {
+    /// Plain outbound HTTP; an egress rule may have the proxy originate TLS.
+    Outbound,
+    /// Outbound TLS the proxy terminated: re-encrypted to the original destination.
+    Intercepted {
+        /// The client's SNI (or the destination address when it sent none).
+        server_name: String,
+        /// CA bundle verifying the real server.
+        ca_file: Option<Arc<str>>,
+    },
+    /// Inbound: to the app on loopback.
+    Inbound,
 }
 
 /// The HTTP service of one captured connection.
@@ -93,10 +184,12 @@ pub struct CapturedHttp {
     pub conn: ConnContext,
     /// The original destination.
     pub dst: SocketAddr,
-    /// Whether the client speaks HTTP/2.
+    /// Whether the client speaks HTTP/2 in plain text.
     pub h2: bool,
-    /// Clients to original destinations.
+    /// Clients to targets.
     pub passthrough: Arc<PassthroughBackends>,
+    /// Outbound, intercepted or inbound.
+    pub side: Side,
 }
 
 impl CapturedHttp {
@@ -104,7 +197,14 @@ impl CapturedHttp {
     pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
         let config = self.store.load();
         let host = request_host(req.uri(), req.headers()).map(|h| h.into_owned());
-        if let Some(bind) = config.sidecar.outbound_bind(&config, self.dst)
+        let (bind, verdict) = match &self.side {
+            Side::Inbound => (config.sidecar.inbound_bind(&config, self.dst), None),
+            Side::Outbound | Side::Intercepted { .. } => (
+                config.sidecar.outbound_bind(&config, self.dst),
+                Some(config.sidecar.decide(host.as_deref(), self.dst)),
+            ),
+        };
+        if let Some(bind) = bind
             && bind.listener_for(host.as_deref()).is_some()
         {
             let mut conn = self.conn.clone();
@@ -114,29 +214,32 @@ impl CapturedHttp {
                 .handle(req)
                 .await;
         }
-        let verdict = config.sidecar.decide(host.as_deref(), self.dst);
         drop(config);
+        let target = self.target(host.as_deref(), verdict.as_ref().map(|v| &v.tls));
         let start = Instant::now();
         let method = req.method().clone();
-        let protocol = if self.h2 {
-            CapturedProtocol::Http2
-        } else {
-            CapturedProtocol::Http1
-        };
         let host = host.unwrap_or_default();
-        let (response, backend) = match verdict.action {
-            OutboundAction::Deny => {
-                self.metrics.sidecar.denied(protocol);
+        let (response, backend) = match verdict {
+            Some(v) if v.action == OutboundAction::Deny => {
+                self.metrics.sidecar.denied(self.protocol());
                 tracing::warn!(
                     dst = %self.dst,
                     host = %host,
-                    rule = verdict.rule.as_deref().unwrap_or("outbound default"),
+                    rule = v.rule.as_deref().unwrap_or("outbound default"),
                     peer = %self.conn.peer,
                     "outbound HTTP request denied"
                 );
                 (deny(&host, self.dst), "")
             }
-            OutboundAction::Allow => (self.pass_through(req).await, PASSTHROUGH_BACKEND),
+            _ => {
+                if target.tls.is_some() && matches!(self.side, Side::Outbound) {
+                    self.metrics.sidecar.originated();
+                }
+                (
+                    self.pass_through(req, &host, &target).await,
+                    target.backend_name(),
+                )
+            }
         };
         self.metrics.record_request(
             &RequestLabels {
@@ -151,13 +254,59 @@ impl CapturedHttp {
         response
     }
 
-    /// Forwards the request, unchanged but for hop-by-hop headers, to the original
-    /// destination on a pooled connection.
-    async fn pass_through(&self, req: Request<Incoming>) -> Response<Body> {
-        let backend = match self.passthrough.get(self.dst, self.h2) {
+    /// The protocol label of this connection's requests.
+    fn protocol(&self) -> CapturedProtocol {
+        match (&self.side, self.h2) {
+            (Side::Intercepted { .. }, _) => CapturedProtocol::Tls,
+            (_, true) => CapturedProtocol::Http2,
+            (_, false) => CapturedProtocol::Http1,
+        }
+    }
+
+    /// Where a request for `host` goes when no route sends it elsewhere.
+    fn target(&self, host: Option<&str>, tls: Option<&EgressTls>) -> Target {
+        match (&self.side, tls, host) {
+            (Side::Inbound, _, _) => Target::inbound(self.dst, self.h2),
+            (
+                Side::Intercepted {
+                    server_name,
+                    ca_file,
+                },
+                _,
+                _,
+            ) => Target {
+                tls: Some(TlsTarget {
+                    server_name: server_name.clone(),
+                    ca_file: ca_file.clone(),
+                }),
+                ..Target::plain(self.dst, false)
+            },
+            (Side::Outbound, Some(EgressTls::Originate { port, ca_file }), Some(host)) => Target {
+                tls: Some(TlsTarget {
+                    server_name: host.to_owned(),
+                    ca_file: ca_file.clone(),
+                }),
+                ..Target::plain(
+                    SocketAddr::new(self.dst.ip(), port.unwrap_or(self.dst.port())),
+                    false,
+                )
+            },
+            (Side::Outbound, _, _) => Target::plain(self.dst, self.h2),
+        }
+    }
+
+    /// Forwards the request, unchanged but for hop-by-hop headers, to `target` on a
+    /// pooled connection.
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        target: &Target,
+    ) -> Response<Body> {
+        let backend = match self.passthrough.get(target) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(dst = %self.dst, error = %e, "cannot make a client for the original destination");
+                tracing::warn!(dst = %target.addr, error = %e, "cannot make a client for the original destination");
                 return plain(StatusCode::BAD_GATEWAY, format!("agentmesh: {e}\n"));
             }
         };
@@ -194,11 +343,31 @@ impl CapturedHttp {
                 }
                 Response::from_parts(parts, body::boxed(incoming))
             }
-            Err(e) => {
-                tracing::debug!(dst = %self.dst, error = %e, "passthrough request failed");
-                e.to_response()
-            }
+            Err(e) => unreachable_target(&e, host, target),
         }
+    }
+}
+
+/// The answer when the target cannot be reached. A failed connection (TLS verification
+/// included) is explained to the app, which already knows the destination; the log line
+/// names it too.
+fn unreachable_target(e: &ProxyError, host: &str, target: &Target) -> Response<Body> {
+    let name = if host.is_empty() {
+        target.addr.to_string()
+    } else {
+        format!("{host} ({})", target.addr)
+    };
+    let over = match &target.tls {
+        Some(t) => format!(" over TLS (verifying {:?})", t.server_name),
+        None => String::new(),
+    };
+    tracing::warn!(dst = %target.addr, host = %host, tls = target.tls.is_some(), error = %e, "captured request could not be sent on");
+    match e {
+        ProxyError::Upstream(UpstreamError::Connect { cause, .. }) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("agentmesh: cannot connect to {name}{over}: {cause}\n"),
+        ),
+        other => other.to_response(),
     }
 }
 

@@ -1,21 +1,29 @@
-//! Sidecar transparent capture (outbound): the listener that iptables' REDIRECT sends the
-//! pod's outbound TCP connections to (`127.0.0.1:16001` and `[::1]:16001`).
+//! Sidecar transparent capture: the listeners that iptables' REDIRECT sends the pod's
+//! outbound TCP connections to (`127.0.0.1:16001` and `[::1]:16001`) and, with inbound
+//! capture on, the connections to the pod's own ports (`16006`).
 //!
-//! For each connection: recover the original destination ([`orig_dst`]), refuse it when
-//! it is the proxy itself (loop), detect the protocol from the first bytes ([`sniff`]),
-//! then
+//! For each outbound connection: recover the original destination ([`orig_dst`]), refuse
+//! it when it is the proxy itself (loop), detect the protocol from the first bytes
+//! ([`sniff`]), then
 //! - HTTP/1.x and h2c: serve it with [`http::CapturedHttp`] (the ordinary pipeline when an
-//!   outbound bind serves the destination, else the egress rules and outbound default);
+//!   outbound bind serves the destination, else the egress rules and outbound default;
+//!   TLS originated when the rule says so);
 //! - TLS: judge the SNI by the egress rules and outbound default, then pass the bytes
-//!   through untouched ([`opaque`]) or reset;
+//!   through untouched ([`opaque`]), reset, or, under `INTERCEPT`, terminate it with a
+//!   leaf from the mesh CA ([`mesh_ca`]) and serve the HTTP inside as above;
 //! - anything else, and server-speaks-first protocols: judge the destination the same
 //!   way, then forward byte for byte or reset.
 //!
+//! Inbound connections get the same loop guard and sniffing, then go to the app on
+//! loopback at their original port: HTTP through the inbound binds, anything else byte
+//! for byte.
+//!
 //! This module knows nothing about routes or policies beyond handing HTTP to the
-//! pipeline; it must not look inside TLS.
+//! pipeline; it looks inside TLS only when a rule intercepts it.
 
 pub mod client_hello;
 pub mod http;
+pub mod mesh_ca;
 pub mod opaque;
 pub mod orig_dst;
 pub mod sniff;
@@ -27,24 +35,29 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use self::http::{CapturedHttp, PassthroughBackends};
+use self::http::{CapturedHttp, PassthroughBackends, Side, Target};
 pub use self::orig_dst::{LoopGuard, OrigDstSource, SoOriginalDst};
 use self::sniff::{Detected, Prefixed};
 use super::Listeners;
 use crate::config::Store;
-use crate::config::sidecar::OutboundAction;
+use crate::config::sidecar::{EgressTls, OutboundAction};
 use crate::http::service::ConnContext;
 use crate::http::upstream::ConnectionObserver;
-use crate::telemetry::metrics::Metrics;
-use crate::telemetry::sidecar::CapturedProtocol;
+use crate::telemetry::metrics::{ConnectionErrorReason, Metrics};
+use crate::telemetry::sidecar::{CapturedProtocol, TlsMode};
 
-/// The bind label under which captured connections are counted, and the bind key of
-/// their connection context until a request picks an outbound bind.
+/// The bind label under which captured outbound connections are counted, and the bind
+/// key of their connection context until a request picks an outbound bind.
 pub const CAPTURE_BIND: &str = "sidecar-outbound";
+/// The same for captured inbound connections.
+pub const INBOUND_CAPTURE_BIND: &str = "sidecar-inbound";
+/// How long the app may take to finish a TLS handshake with an intercepting proxy.
+const INTERCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the outbound capture listener is set up.
+/// How a capture listener is set up.
 pub struct CaptureOptions {
-    /// Addresses to listen on (the REDIRECT target), e.g. `127.0.0.1:16001`, `[::1]:16001`.
+    /// Addresses to listen on (the REDIRECT target), e.g. `127.0.0.1:16001`, `[::1]:16001`
+    /// for outbound, `0.0.0.0:16006`, `[::]:16006` for inbound.
     pub addrs: Vec<SocketAddr>,
     /// The proxy's other ports (inbound capture, admin, metrics, readiness); a captured
     /// connection to one of them on a local address is a loop. The capture ports
@@ -57,13 +70,29 @@ pub struct CaptureOptions {
 }
 
 /// A running outbound capture listener.
-pub struct OutboundCapture {
+pub struct OutboundCapture(Running);
+
+/// A running inbound capture listener.
+pub struct InboundCapture(Running);
+
+/// The sockets and accept loops of a capture listener; dropping it stops accepting.
+struct Running {
     local: Vec<SocketAddr>,
     accepting: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Which way captured connections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From the pod's app to the world.
+    Outbound,
+    /// From the world to the pod's app.
+    Inbound,
+}
+
 /// What every captured connection shares.
 struct Shared {
+    direction: Direction,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     listeners: Arc<Listeners>,
@@ -82,6 +111,49 @@ impl OutboundCapture {
         metrics: Arc<Metrics>,
         listeners: Arc<Listeners>,
     ) -> io::Result<OutboundCapture> {
+        Running::start(Direction::Outbound, opts, store, metrics, listeners)
+            .await
+            .map(OutboundCapture)
+    }
+
+    /// The addresses actually listened on (useful with port 0 in tests).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.0.local
+    }
+}
+
+impl InboundCapture {
+    /// As [`OutboundCapture::start`], for the inbound capture port: connections go to the
+    /// app on loopback at their original port.
+    pub async fn start(
+        opts: CaptureOptions,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        listeners: Arc<Listeners>,
+    ) -> io::Result<InboundCapture> {
+        Running::start(Direction::Inbound, opts, store, metrics, listeners)
+            .await
+            .map(InboundCapture)
+    }
+
+    /// The addresses actually listened on (useful with port 0 in tests).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.0.local
+    }
+}
+
+impl Running {
+    async fn start(
+        direction: Direction,
+        opts: CaptureOptions,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        listeners: Arc<Listeners>,
+    ) -> io::Result<Running> {
+        let (flag, what) = match direction {
+            Direction::Outbound => ("--outbound-addr", "outbound"),
+            Direction::Inbound => ("--inbound-addr", "inbound"),
+        };
         let mut sockets = Vec::new();
         for addr in &opts.addrs {
             match listen(*addr) {
@@ -98,7 +170,7 @@ impl OutboundCapture {
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
-                        format!("--outbound-addr {addr}: cannot listen: {e}"),
+                        format!("{flag} {addr}: cannot listen: {e}"),
                     ));
                 }
             }
@@ -111,6 +183,7 @@ impl OutboundCapture {
                 .chain(local.iter().map(SocketAddr::port)),
         );
         let shared = Arc::new(Shared {
+            direction,
             store,
             metrics,
             listeners,
@@ -122,21 +195,16 @@ impl OutboundCapture {
             .into_iter()
             .map(|l| {
                 if let Ok(a) = l.local_addr() {
-                    tracing::info!(addr = %a, "capturing outbound traffic");
+                    tracing::info!(addr = %a, direction = what, "capturing traffic");
                 }
                 tokio::spawn(shared.clone().accept_loop(l))
             })
             .collect();
-        Ok(OutboundCapture { local, accepting })
-    }
-
-    /// The addresses actually listened on (useful with port 0 in tests).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local
+        Ok(Running { local, accepting })
     }
 }
 
-impl Drop for OutboundCapture {
+impl Drop for Running {
     fn drop(&mut self) {
         for task in &self.accepting {
             task.abort();
@@ -181,17 +249,22 @@ impl Shared {
 
     /// Serves one captured connection, from original destination to the end.
     async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
+        let inbound = self.direction == Direction::Inbound;
         let dst = match self.orig_dst.orig_dst(&tcp, peer) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "captured connection without an original destination; closing");
+                tracing::warn!(%peer, inbound, error = %e, "captured connection without an original destination; closing");
                 opaque::reset(tcp);
                 return;
             }
         };
         if self.guard.is_loop(dst) {
-            self.metrics.sidecar.loop_refused();
-            tracing::warn!(%peer, %dst, "refusing a captured connection to the proxy's own port (it would loop)");
+            if inbound {
+                self.metrics.sidecar.inbound_loop_refused();
+            } else {
+                self.metrics.sidecar.loop_refused();
+            }
+            tracing::warn!(%peer, %dst, inbound, "refusing a captured connection to the proxy's own port (it would loop)");
             opaque::reset(tcp);
             return;
         }
@@ -210,16 +283,34 @@ impl Shared {
             Detected::Opaque => (CapturedProtocol::Opaque, None),
             Detected::ServerFirst => (CapturedProtocol::ServerFirst, None),
         };
-        self.metrics.sidecar.connection(protocol);
-        tracing::debug!(%peer, %dst, protocol = protocol.as_str(), sni = name.as_deref().unwrap_or(""), "captured connection");
+        if inbound {
+            self.metrics.sidecar.inbound_connection(protocol);
+        } else {
+            self.metrics.sidecar.connection(protocol);
+        }
+        tracing::debug!(%peer, %dst, inbound, protocol = protocol.as_str(), sni = name.as_deref().unwrap_or(""), "captured connection");
         if matches!(detected, Detected::Http1 | Detected::Http2) {
-            self.serve_http(tcp, prefix, peer, dst, detected == Detected::Http2)
+            let h2 = detected == Detected::Http2;
+            let side = if inbound {
+                Side::Inbound
+            } else {
+                Side::Outbound
+            };
+            self.serve_http(Prefixed::new(prefix, tcp), peer, dst, h2, side, None)
                 .await;
             return;
         }
+        if inbound {
+            // TLS and anything else go to the app untouched.
+            let app = Target::inbound(dst, false).addr;
+            if let Err(e) = opaque::forward(tcp, &prefix, app).await {
+                tracing::debug!(%peer, %dst, %app, error = %e, "inbound connection ended with an error");
+            }
+            return;
+        }
         let verdict = self.store.load().sidecar.decide(name.as_deref(), dst);
-        match verdict.action {
-            OutboundAction::Deny => {
+        match (verdict.action, verdict.tls) {
+            (OutboundAction::Deny, _) => {
                 self.metrics.sidecar.denied(protocol);
                 tracing::warn!(
                     %peer,
@@ -231,7 +322,15 @@ impl Shared {
                 );
                 opaque::reset(tcp);
             }
-            OutboundAction::Allow => {
+            (OutboundAction::Allow, EgressTls::Intercept { ca_file })
+                if protocol == CapturedProtocol::Tls =>
+            {
+                self.intercept(tcp, prefix, peer, dst, name, ca_file).await;
+            }
+            (OutboundAction::Allow, _) => {
+                if protocol == CapturedProtocol::Tls {
+                    self.metrics.sidecar.tls(TlsMode::Passthrough);
+                }
                 if let Err(e) = opaque::forward(tcp, &prefix, dst).await {
                     tracing::debug!(%peer, %dst, error = %e, "forwarded connection ended with an error");
                 }
@@ -239,20 +338,80 @@ impl Shared {
         }
     }
 
-    async fn serve_http(
+    /// Terminates the app's TLS with a mesh CA leaf for `sni` (or the destination address
+    /// when the client sent none), then serves the HTTP inside, re-encrypting to `dst`.
+    async fn intercept(
         &self,
         tcp: TcpStream,
         prefix: bytes::BytesMut,
         peer: SocketAddr,
         dst: SocketAddr,
-        h2: bool,
+        sni: Option<String>,
+        ca_file: Option<Arc<str>>,
     ) {
+        let Some(ca) = self.store.load().sidecar.mesh_ca.clone() else {
+            // The compiler refuses INTERCEPT without a mesh CA; a reset is the safe answer.
+            tracing::warn!(%peer, %dst, "TLS interception without a mesh CA; resetting");
+            opaque::reset(tcp);
+            return;
+        };
+        let server_name = sni.unwrap_or_else(|| dst.ip().to_canonical().to_string());
+        let config = match ca.server_config(&server_name, &self.metrics.sidecar) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%peer, %dst, sni = %server_name, error = %e, "cannot intercept TLS; resetting");
+                opaque::reset(tcp);
+                return;
+            }
+        };
+        self.metrics.sidecar.tls(TlsMode::Intercept);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let accept = acceptor.accept(Prefixed::new(prefix, tcp));
+        let stream = match tokio::time::timeout(INTERCEPT_HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                // Most often: the app does not trust the mesh CA.
+                tracing::warn!(%peer, %dst, sni = %server_name, error = %e, "intercepted TLS handshake failed (does the app trust the mesh CA?)");
+                self.metrics
+                    .record_connection_error(CAPTURE_BIND, ConnectionErrorReason::TlsHandshake);
+                return;
+            }
+            Err(_) => {
+                self.metrics
+                    .record_connection_error(CAPTURE_BIND, ConnectionErrorReason::Timeout);
+                return;
+            }
+        };
+        tracing::debug!(%peer, %dst, sni = %server_name, "intercepted TLS");
+        let side = Side::Intercepted {
+            server_name: server_name.clone(),
+            ca_file,
+        };
+        self.serve_http(stream, peer, dst, false, side, Some(server_name))
+            .await;
+    }
+
+    async fn serve_http<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        dst: SocketAddr,
+        h2: bool,
+        side: Side,
+        sni: Option<String>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let settings = self.store.load().settings;
+        let bind = match self.direction {
+            Direction::Outbound => CAPTURE_BIND,
+            Direction::Inbound => INBOUND_CAPTURE_BIND,
+        };
         let conn = ConnContext {
-            bind_key: CAPTURE_BIND.into(),
+            bind_key: bind.into(),
             peer,
-            tls: false,
-            sni: None,
+            tls: sni.is_some(),
+            sni,
             orig_dst: Some(dst),
         };
         let service = CapturedHttp {
@@ -262,10 +421,11 @@ impl Shared {
             dst,
             h2,
             passthrough: self.passthrough.clone(),
+            side,
         };
-        let counted = self.metrics.connection_opened(CAPTURE_BIND);
+        let counted = self.metrics.connection_opened(bind);
         self.listeners
-            .serve(Prefixed::new(prefix, tcp), service, conn, settings, counted)
+            .serve(io, service, conn, settings, counted)
             .await;
     }
 }

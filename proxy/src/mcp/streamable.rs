@@ -1,0 +1,354 @@
+//! The streamable-HTTP MCP client towards one target: `initialize` (then
+//! `notifications/initialized`), requests and notifications carrying the target's
+//! session id and protocol version, `DELETE` to end a session. Responses may come as
+//! JSON or as an SSE stream; either way the response to our request id is returned.
+//!
+//! It runs over the proxy's pooled [`UpstreamClient`]. It must not know about client
+//! sessions, names or federation: callers decide what to send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use super::jsonrpc;
+use super::upstream::{
+    Reply, SESSION_HEADER, TargetError, UpstreamSession, VERSION_HEADER, initialize_request,
+    negotiated_version, reply_from, within,
+};
+use crate::http::body;
+use crate::http::upstream::UpstreamClient;
+
+/// Largest upstream response body read, JSON or SSE.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// One upstream MCP server reached over streamable HTTP.
+pub struct HttpTarget {
+    name: Arc<str>,
+    url: String,
+    client: Arc<UpstreamClient>,
+    host: HeaderValue,
+    path: http::uri::PathAndQuery,
+}
+
+impl std::fmt::Debug for HttpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTarget")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpTarget {
+    /// The target's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The target's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A target at `url` (already validated) reached through `client`.
+    pub fn new(
+        name: &str,
+        url: &str,
+        client: Arc<UpstreamClient>,
+        host: HeaderValue,
+        path: http::uri::PathAndQuery,
+    ) -> HttpTarget {
+        HttpTarget {
+            name: name.into(),
+            url: url.to_owned(),
+            client,
+            host,
+            path,
+        }
+    }
+
+    /// Opens a session: `initialize` with the gateway's own client identity, then
+    /// `notifications/initialized`. Returns the session and the target's initialize result.
+    pub async fn initialize(
+        &self,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<(UpstreamSession, Value), TargetError> {
+        let id = json!(0);
+        let msg = initialize_request(&id, version);
+        let (reply, session_id) = self.exchange(None, None, &msg, &id, timeout).await?;
+        let result =
+            reply.map_err(|e| TargetError::Protocol(format!("initialize was refused: {e}")))?;
+        let session = UpstreamSession {
+            target: self.name.to_string(),
+            id: session_id,
+            version: negotiated_version(&result, version),
+        };
+        let note = jsonrpc::notification("notifications/initialized", None);
+        self.notify(&session, &note, timeout).await?;
+        Ok((session, result))
+    }
+
+    /// Sends a request in `session` and waits for the response to `id`.
+    pub async fn request(
+        &self,
+        session: &UpstreamSession,
+        msg: &Value,
+        id: &Value,
+        timeout: Duration,
+    ) -> Result<Reply, TargetError> {
+        self.exchange(
+            session.id.as_deref(),
+            Some(&session.version),
+            msg,
+            id,
+            timeout,
+        )
+        .await
+        .map(|(reply, _)| reply)
+    }
+
+    /// Sends a notification in `session` (the target answers 202).
+    pub async fn notify(
+        &self,
+        session: &UpstreamSession,
+        msg: &Value,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
+        let req = self.post(session.id.as_deref(), Some(&session.version), msg)?;
+        let resp = within(timeout, self.client.send(req)).await??;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND if session.id.is_some() => Err(TargetError::SessionGone),
+            s => Err(TargetError::Status(s)),
+        }
+    }
+
+    /// Ends `session` on the target (`DELETE`); a stateless session needs nothing.
+    pub async fn end(
+        &self,
+        session: &UpstreamSession,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
+        let Some(id) = &session.id else {
+            return Ok(());
+        };
+        let mut req = Request::new(body::empty());
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = self
+            .path
+            .as_str()
+            .parse()
+            .map_err(|_| TargetError::Protocol("path".into()))?;
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host.clone());
+        h.insert(SESSION_HEADER, header_value(id)?);
+        h.insert(VERSION_HEADER, header_value(&session.version)?);
+        let resp = within(timeout, self.client.send(req)).await??;
+        match resp.status() {
+            // 405: the target does not let clients end sessions; 404: already gone.
+            s if s.is_success()
+                || s == StatusCode::METHOD_NOT_ALLOWED
+                || s == StatusCode::NOT_FOUND =>
+            {
+                Ok(())
+            }
+            s => Err(TargetError::Status(s)),
+        }
+    }
+
+    fn post(
+        &self,
+        session: Option<&str>,
+        version: Option<&str>,
+        msg: &Value,
+    ) -> Result<Request<body::Body>, TargetError> {
+        let bytes = serde_json::to_vec(msg).map_err(|e| TargetError::Protocol(e.to_string()))?;
+        let mut req = Request::new(body::full(bytes));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self
+            .path
+            .as_str()
+            .parse()
+            .map_err(|_| TargetError::Protocol("invalid path".into()))?;
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host.clone());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Some(id) = session {
+            h.insert(SESSION_HEADER, header_value(id)?);
+        }
+        if let Some(v) = version {
+            h.insert(VERSION_HEADER, header_value(v)?);
+        }
+        Ok(req)
+    }
+
+    /// POSTs `msg` and reads the response to `id`, from a JSON body or an SSE stream.
+    /// Returns it with the session id the target assigned (on `initialize`).
+    async fn exchange(
+        &self,
+        session: Option<&str>,
+        version: Option<&str>,
+        msg: &Value,
+        id: &Value,
+        timeout: Duration,
+    ) -> Result<(Reply, Option<String>), TargetError> {
+        let req = self.post(session, version, msg)?;
+        within(timeout, async {
+            let resp = self.client.send(req).await?;
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND && session.is_some() {
+                return Err(TargetError::SessionGone);
+            }
+            if !status.is_success() {
+                return Err(TargetError::Status(status));
+            }
+            let session_id = resp
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let is_sse = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| {
+                    ct.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("text/event-stream")
+                });
+            let mut body = resp.into_body();
+            let reply = if is_sse {
+                read_sse_reply(&mut body, id).await?
+            } else {
+                let bytes = read_limited(body).await?;
+                reply_from(
+                    &serde_json::from_slice(&bytes)
+                        .map_err(|e| TargetError::Protocol(format!("response is not JSON: {e}")))?,
+                    id,
+                )
+                .ok_or_else(|| TargetError::Protocol("no response to the request".into()))?
+            };
+            Ok((reply, session_id))
+        })
+        .await?
+    }
+}
+
+fn header_value(v: &str) -> Result<HeaderValue, TargetError> {
+    HeaderValue::from_str(v)
+        .map_err(|_| TargetError::Protocol("value not allowed in a header".into()))
+}
+
+async fn read_limited(mut body: hyper::body::Incoming) -> Result<Bytes, TargetError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| TargetError::Protocol(format!("body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_RESPONSE_BYTES {
+                return Err(TargetError::Protocol("response too large".into()));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads SSE events until the response to `id`. Other messages on the stream
+/// (progress, logging, server requests) are skipped in this version of the gateway.
+async fn read_sse_reply(
+    body: &mut hyper::body::Incoming,
+    id: &Value,
+) -> Result<Reply, TargetError> {
+    let mut parser = SseParser::default();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| TargetError::Protocol(format!("stream failed: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > MAX_RESPONSE_BYTES {
+            return Err(TargetError::Protocol("stream too large".into()));
+        }
+        for event in parser.push(&data) {
+            match serde_json::from_str::<Value>(&event) {
+                Ok(msg) => match reply_from(&msg, id) {
+                    Some(reply) => return Ok(reply),
+                    None => {
+                        tracing::debug!(message = %event, "skipping an upstream stream message")
+                    }
+                },
+                Err(e) => tracing::debug!(error = %e, "skipping a non-JSON upstream event"),
+            }
+        }
+    }
+    Err(TargetError::Protocol(
+        "the stream ended without a response".into(),
+    ))
+}
+
+/// An incremental `text/event-stream` parser that yields each event's `data`.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the data of every event they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line[..pos]);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if line.is_empty() {
+                events.extend(self.data.take());
+            } else if let Some(rest) = line.strip_prefix("data") {
+                // `data:value`, `data: value`, or a bare `data` (empty value).
+                let value = match rest.strip_prefix(':') {
+                    Some(v) => v.strip_prefix(' ').unwrap_or(v),
+                    None if rest.is_empty() => "",
+                    None => continue,
+                };
+                match &mut self.data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => self.data = Some(value.to_owned()),
+                }
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_split_across_chunks_and_lines_joined() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: message\r\ndata: {\"a\":").is_empty());
+        assert_eq!(
+            p.push(b"1}\r\n\r\n: comment\n\ndata:x\ndata: y\n\n"),
+            vec!["{\"a\":1}".to_string(), "x\ny".to_string()]
+        );
+    }
+}

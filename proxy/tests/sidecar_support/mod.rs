@@ -1,0 +1,148 @@
+//! The in-process sidecar harness shared by the `sidecar*.rs` tests: the config compiled
+//! from YAML, the outbound and inbound capture listeners on 127.0.0.1:0, metrics, and a
+//! fake `SO_ORIGINAL_DST`.
+//!
+//! iptables is replaced by [`FakeOrigDst`]: each client connection binds its local port
+//! first and registers the destination it "meant" to reach under that port, so the
+//! capture listener sees exactly what `SO_ORIGINAL_DST` would report after a REDIRECT.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentmesh_proxy::app;
+use agentmesh_proxy::config::{self, Store, file};
+use agentmesh_proxy::listen::Listeners;
+use agentmesh_proxy::listen::capture::{
+    CaptureOptions, InboundCapture, OrigDstSource, OutboundCapture,
+};
+use agentmesh_proxy::telemetry::Metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Original destinations by the client's local port, registered before connecting.
+#[derive(Default)]
+pub struct FakeOrigDst(pub Mutex<HashMap<u16, SocketAddr>>);
+
+impl OrigDstSource for FakeOrigDst {
+    fn orig_dst(&self, _tcp: &TcpStream, peer: SocketAddr) -> io::Result<SocketAddr> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&peer.port())
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no original destination"))
+    }
+}
+
+/// An in-process sidecar: config, capture listeners, metrics.
+pub struct Sidecar {
+    pub capture: OutboundCapture,
+    pub inbound: Option<InboundCapture>,
+    pub dsts: Arc<FakeOrigDst>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<Store>,
+    _listeners: Arc<Listeners>,
+}
+
+impl Sidecar {
+    /// Compiles `yaml` and starts the outbound capture, and the inbound one when the
+    /// config enables it.
+    pub async fn start(yaml: &str) -> Sidecar {
+        let metrics = Metrics::new();
+        let ctx = app::compile_context(&metrics);
+        let parsed = file::parse(yaml, false).unwrap();
+        let config = config::compile(file::flatten(parsed), &ctx).unwrap();
+        let store = Store::new(config);
+        let listeners = Listeners::new(store.clone(), metrics.clone());
+        assert!(listeners.reconcile(&store.load()).await.is_empty());
+        let dsts = Arc::new(FakeOrigDst::default());
+        let opts = || CaptureOptions {
+            addrs: vec!["127.0.0.1:0".parse().unwrap()],
+            own_ports: vec![],
+            orig_dst: dsts.clone(),
+            observer: None,
+        };
+        let capture =
+            OutboundCapture::start(opts(), store.clone(), metrics.clone(), listeners.clone())
+                .await
+                .unwrap();
+        let inbound = if store.load().sidecar.inbound_enabled {
+            Some(
+                InboundCapture::start(opts(), store.clone(), metrics.clone(), listeners.clone())
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
+        Sidecar {
+            capture,
+            inbound,
+            dsts,
+            metrics,
+            store,
+            _listeners: listeners,
+        }
+    }
+
+    /// Connects to the capture listener as an app connecting to `dst` would be.
+    pub async fn connect(&self, dst: SocketAddr) -> TcpStream {
+        self.try_connect(dst).await.unwrap()
+    }
+
+    /// As `connect`; a refused connection may be reset before `connect` returns.
+    pub async fn try_connect(&self, dst: SocketAddr) -> io::Result<TcpStream> {
+        self.connect_to(self.capture.local_addrs()[0], dst).await
+    }
+
+    /// Connects to the inbound capture listener as a remote client connecting to the
+    /// pod's `dst` would be.
+    pub async fn connect_inbound(&self, dst: SocketAddr) -> TcpStream {
+        self.try_connect_inbound(dst).await.unwrap()
+    }
+
+    /// As `connect_inbound`; a refused connection may be reset before it returns.
+    pub async fn try_connect_inbound(&self, dst: SocketAddr) -> io::Result<TcpStream> {
+        let inbound = self.inbound.as_ref().expect("inbound capture is enabled");
+        self.connect_to(inbound.local_addrs()[0], dst).await
+    }
+
+    async fn connect_to(&self, listener: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind("127.0.0.1:0".parse().unwrap())?;
+        let port = socket.local_addr()?.port();
+        self.dsts.0.lock().unwrap().insert(port, dst);
+        socket.connect(listener).await
+    }
+
+    /// Sends one HTTP/1.1 request (with `Connection: close`) and returns the response.
+    pub async fn http_get(&self, dst: SocketAddr, host: &str, path: &str) -> String {
+        let tcp = self.connect(dst).await;
+        exchange(tcp, host, path).await
+    }
+
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        crate::support::metric_value(&self.metrics.encode(), name, labels)
+    }
+}
+
+/// Sends `GET path` with `Host: host` and `Connection: close` on `io`, returns the whole
+/// response.
+pub async fn exchange<IO>(mut io: IO, host: &str, path: &str) -> String
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    io.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // A TLS peer that closes without close_notify ends the read with an error after the
+    // whole response; what was read is what counts.
+    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut out))
+        .await
+        .expect("response within 10s");
+    String::from_utf8_lossy(&out).into_owned()
+}
