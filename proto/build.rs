@@ -1,6 +1,7 @@
 //! Compiles the `.proto` files with `protox` (pure Rust, no system `protoc`), generates
-//! prost types and their proto3-JSON serde impls (pbjson), and writes the descriptor set
-//! that the JSON Schema generator reads.
+//! prost types, tonic services (the xDS transport) and the proto3-JSON serde impls
+//! (pbjson) of the `agentmesh.*` packages, and writes the descriptor set that the JSON
+//! Schema generator reads.
 
 use std::path::PathBuf;
 
@@ -25,7 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_well_known_types()
-        .extern_path(".google.protobuf", "::pbjson_types");
+        .extern_path(".google.protobuf", "::pbjson_types")
+        // tonic client and server code for the services (the xDS transport).
+        .service_generator(tonic_prost_build::configure().service_generator());
     config.compile_fds(fds)?;
 
     let descriptors = std::fs::read(&descriptor_path)?;

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# The one command that shows agentmesh doing its main job: proxying a request to a
-# real upstream, applying header policies on the way, and counting it in /metrics.
+# The one command that shows agentmesh doing its main jobs:
+#   1. HTTP: proxying a request to a real upstream (nginx), applying header policies on
+#      the way, and counting it in /metrics;
+#   2. MCP: one MCP endpoint federating two real MCP servers, one over streamable HTTP
+#      (a FastMCP server the script starts) and one over stdio (a FastMCP server the
+#      proxy spawns itself), with a real MCP client (Python SDK) listing and calling
+#      tools of both through it.
 #
 #   scripts/demo.sh
 #
-# It builds the release proxy, starts nginx on 127.0.0.1 (its own config in a temp
-# dir, never the system's), writes a proxy config pointing at it, starts
-# agentmesh-proxy, waits for /healthz/ready, sends one request through it with curl,
-# prints the response and the request's metrics, and stops everything on exit.
-# Everything listens on 127.0.0.1 only.
+# It builds the release proxy, makes the Python MCP SDK venv (scripts/install-mcp-deps.sh,
+# a no-op when it exists), starts nginx (its own config in a temp dir, never the
+# system's) and the HTTP MCP server, writes one proxy config with both routes, starts
+# agentmesh-proxy, waits for /healthz/ready, sends the requests, prints what came back
+# and the metrics, and stops everything on exit. Everything listens on 127.0.0.1 only.
 #
 # Environment: DEMO_PORT (proxy listen port, default 8080 or the next free one),
-# AGENTMESH_BIN (use this binary instead of building one).
+# AGENTMESH_BIN (use this binary instead of building one), AGENTMESH_MCP1_VENV (the
+# Python MCP SDK 1.x venv, default target/venvs/mcp1).
 set -euo pipefail
 
 AM_LOG_PREFIX=demo
@@ -19,7 +25,7 @@ AM_LOG_PREFIX=demo
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 exec </dev/null
 
-am_need curl nginx ss
+am_need curl nginx ss python3
 
 WORK=$(mktemp -d -t agentmesh-demo.XXXXXX)
 # Stop every process we started and remove the temp dir, however the script ends.
@@ -33,6 +39,19 @@ am_write_nginx_conf "$WORK/nginx" "$UPSTREAM_PORT"
 printf '{"message": "hello from nginx, through agentmesh"}\n' >"$WORK/nginx/www/hello.json"
 am_start_nginx "$WORK/nginx" "$UPSTREAM_PORT"
 am_log "nginx upstream on 127.0.0.1:$UPSTREAM_PORT (pid $AM_NGINX_PID)"
+
+# --- MCP servers: FastMCP "docs" over HTTP here; "notes" over stdio, run by the proxy --
+MCP_PY=$(am_mcp_python)
+MCP_FIXTURE=$AM_ROOT/e2e/mcp/fastmcp_server.py
+am_pick_port MCP_DOCS_PORT 19001
+"$MCP_PY" "$MCP_FIXTURE" docs "$MCP_DOCS_PORT" >"$WORK/mcp-docs.log" 2>&1 &
+MCP_DOCS_PID=$!
+am_track "$MCP_DOCS_PID"
+am_wait_tcp "$MCP_DOCS_PORT" 30 "$MCP_DOCS_PID" || {
+  cat "$WORK/mcp-docs.log" >&2
+  am_die "the FastMCP server 'docs' did not listen on 127.0.0.1:$MCP_DOCS_PORT"
+}
+am_log "MCP server 'docs' (FastMCP, streamable HTTP) on 127.0.0.1:$MCP_DOCS_PORT (pid $MCP_DOCS_PID)"
 
 # --- proxy ports: the documented defaults unless something already holds them --------
 am_pick_port LISTEN_PORT "${DEMO_PORT:-8080}"
@@ -50,6 +69,12 @@ binds:
   listeners:
   - name: http
     routes:
+    # Gateway API precedence: the longer prefix /mcp wins over /, whatever the order.
+    - name: mcp
+      matches:
+      - path: { prefix: /mcp }
+      backends:
+      - backend: tools
     - name: all
       matches:
       - path: { prefix: / }
@@ -68,6 +93,20 @@ binds:
 backends:
 - name: nginx
   host: { address: "127.0.0.1:$UPSTREAM_PORT" }
+# One MCP server made of two: tools are named <target>_<tool> (docs_echo, notes_echo).
+- name: tools
+  mcp:
+    targets:
+    - name: docs
+      url: http://127.0.0.1:$MCP_DOCS_PORT/mcp
+    - name: notes
+      # Spawned by the proxy, one process per client session, MCP on stdin/stdout.
+      stdio:
+        command: $MCP_PY
+        args: [$MCP_FIXTURE, notes, stdio]
+        env: { PYTHONUNBUFFERED: "1" }
+        mode: PER_SESSION
+    failureMode: FAIL_CLOSED
 EOF
 am_log "config $CONFIG:"
 sed 's/^/    /' "$CONFIG" >&2
@@ -124,4 +163,36 @@ fi
 echo "\$ curl -s $METRICS_URL | grep '^agentmesh_request.*route=\"main/http/all\"' | grep -v _bucket"
 echo "$LINES"
 echo
-am_log "demo finished; stopping nginx and the proxy"
+
+# --- MCP: a real client through the gateway ---------------------------------------------
+MCP_URL="http://127.0.0.1:$LISTEN_PORT/mcp"
+echo "\$ $(basename "$MCP_PY") e2e/mcp/client_v1.py $MCP_URL tour    # Python MCP SDK 1.x client"
+if ! TOUR=$(timeout 60 "$MCP_PY" "$AM_ROOT/e2e/mcp/client_v1.py" "$MCP_URL" tour); then
+  tail -n 50 "$WORK/proxy.log" >&2 || true
+  am_die "the MCP client failed through the proxy"
+fi
+# Show what the client saw, and check it: both targets' tools, a call routed to each.
+python3 - "$TOUR" <<'PY' || am_die "the MCP client did not see both servers through the gateway"
+import json, sys
+out = json.loads(sys.argv[1])
+print(f"server: {out['serverName']} (protocol {out['protocolVersion']})")
+print("tools:  " + ", ".join(out["tools"]))
+for tool, call in sorted(out["calls"].items()):
+    print(f"call {tool}: {call['text']}")
+print("prompts:   " + ", ".join(out["prompts"]))
+print("resources: " + ", ".join(out["resources"]))
+assert {"docs_echo", "notes_echo"} <= set(out["tools"]), out["tools"]
+assert out["calls"]["docs_echo"]["text"] == ["docs: hi"], out["calls"]
+assert out["calls"]["notes_echo"]["text"] == ["notes: hi"], out["calls"]
+PY
+echo
+am_log "ok: one MCP endpoint, tools of the HTTP server (docs_*) and the stdio server (notes_*), calls routed to each"
+echo "\$ grep 'mcp tool call' proxy.log"
+grep 'mcp tool call' "$WORK/proxy.log" | sed 's/^[^ ]* *//' || true
+echo
+MCP_LINES=$(curl -sS --max-time 5 "$METRICS_URL" | grep -E '^agentmesh_mcp_requests_total\{.*method="tools/call"' || true)
+[[ -n $MCP_LINES ]] || am_die "no agentmesh_mcp_requests_total sample for tools/call in $METRICS_URL"
+echo "\$ curl -s $METRICS_URL | grep '^agentmesh_mcp_requests_total{.*tools/call'"
+echo "$MCP_LINES"
+echo
+am_log "demo finished; stopping nginx, the MCP server and the proxy"

@@ -44,6 +44,10 @@ done
 
 # Python MCP SDK peers (a venv under target/, no root needed); idempotent.
 "$(dirname "${BASH_SOURCE[0]}")/install-mcp-deps.sh"
+# TypeScript SDK, server-everything, Inspector CLI, conformance suite (npm); idempotent.
+"$(dirname "${BASH_SOURCE[0]}")/install-node-deps.sh"
+"$(dirname "${BASH_SOURCE[0]}")/install-llm-deps.sh" # openai + llm-mock-api venv (sidecar e2e)
+"$(dirname "${BASH_SOURCE[0]}")/install-xds-deps.sh" # grpcurl venv (controller ADS tests)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   log "all test dependencies are installed"

@@ -177,3 +177,30 @@ am_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # clock ticks (getconf CLK_TCK per second). The command name in /proc/PID/stat may hold
 # spaces, so fields are counted after its closing parenthesis.
 am_cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+# am_wait_tcp PORT SECONDS [PID]: wait until something accepts TCP connections on
+# 127.0.0.1:PORT, for at most SECONDS; with PID, give up as soon as that process exits.
+am_wait_tcp() {
+  local port=$1 seconds=$2 pid=${3:-}
+  local deadline=$((SECONDS + seconds))
+  while ((SECONDS < deadline)); do
+    # bash's /dev/tcp: a connect, nothing sent; the subshell closes it again.
+    if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# am_mcp_python: the python of the MCP SDK 1.x venv (FastMCP servers, the session-style
+# client), made by scripts/install-mcp-deps.sh if needed; prints its path.
+am_mcp_python() {
+  "$AM_ROOT/scripts/install-mcp-deps.sh" >&2 || am_die "scripts/install-mcp-deps.sh failed"
+  local py=${AGENTMESH_MCP1_VENV:-$AM_ROOT/target/venvs/mcp1}/bin/python
+  [[ -x $py ]] || am_die "$py is missing after scripts/install-mcp-deps.sh"
+  echo "$py"
+}

@@ -4,11 +4,12 @@
 #
 #   agent   agentmesh-init's iptables rules (as root, like an init container), the
 #           sidecar (agentmesh-proxy --mode sidecar, UID 1501), and unmodified clients
-#           run as UID 1000: curl, the Python MCP SDK, plain Python sockets
+#           run as UID 1000: curl, the Python MCP SDK, the openai SDK, plain Python sockets
 #   api     an HTTP server that answers with the request headers it received
 #   mcp     a FastMCP server (Python MCP SDK 1.x)
 #   tcp     a TCP echo (opaque TCP) and a server-speaks-first banner service
 #   other   an HTTP server that no route lists
+#   llm     llm-mock-api behind HTTPS (its own CA), which the sidecar intercepts
 #
 # The sidecar's config is e2e/sidecar/sidecar.yaml (the same the end-to-end test
 # uses). The script prints each call, what came back, and which policy acted, then
@@ -58,6 +59,9 @@ fi
 "$AM_ROOT/scripts/install-mcp-deps.sh" >&2
 MCP_PY=$AM_ROOT/target/venvs/mcp1-sys/bin/python
 [[ -x $MCP_PY ]] || am_die "$MCP_PY missing; run scripts/install-test-deps.sh"
+"$AM_ROOT/scripts/install-llm-deps.sh" >&2
+LLM_VENV=$AM_ROOT/target/venvs/llm-sys
+[[ -x $LLM_VENV/bin/llm-mock-api ]] || am_die "$LLM_VENV missing; run scripts/install-test-deps.sh"
 
 # --- output helpers ----------------------------------------------------------------------
 section() { printf '\n=== %s ===\n' "$*"; }
@@ -84,7 +88,7 @@ verdict() { printf '  -> %s\n' "$*"; }
 
 # --- pods and upstreams ----------------------------------------------------------------------
 am_pods_init demo
-for pod in agent api mcp tcp other; do
+for pod in agent api mcp tcp other llm; do
   am_pod_add "$pod"
 done
 am_pod_add_host api6 "${AM_POD_V6[api]}"
@@ -103,9 +107,20 @@ start_upstreams tcp echo:9000 banner:2525
 am_pod_spawn_as mcp "$NOBODY" "$WORK/mcp.log" "$MCP_PY" -u "$FIXTURES/mcp_server.py" docs 9001
 AM_WAIT_ANY_STATUS=1 am_wait_pod_http mcp "$NOBODY" http://127.0.0.1:9001/mcp 30 "$AM_SPAWNED_PID" ||
   am_die "the MCP server did not start: $(cat "$WORK/mcp.log")"
+# The LLM provider: llm-mock-api on the pod's loopback behind an HTTPS front on 443 (as
+# root: a privileged port) with a certificate for `llm` from the provider's own CA.
+# (--config: a file that does not exist, so no stray ./config.json is read.)
+am_pod_spawn_as llm "$NOBODY" "$WORK/llm-mock.log" "$LLM_VENV/bin/llm-mock-api" start \
+  --config "$WORK/no-llm-config.json" -H 127.0.0.1 -p 8000 -f "hello from the mock provider"
+AM_WAIT_ANY_STATUS=1 am_wait_pod_http llm "$NOBODY" http://127.0.0.1:8000/ 30 "$AM_SPAWNED_PID" ||
+  am_die "llm-mock-api did not start: $(cat "$WORK/llm-mock.log")"
+am_pod_spawn_as llm 0 "$WORK/llm-front.log" /usr/bin/python3 -u "$FIXTURES/llm_front.py" 443 8000 \
+  "$FIXTURES/certs/llm.crt" "$FIXTURES/certs/llm.key"
+am_wait_file_line "$WORK/llm-front.log" ready 20 "$AM_SPAWNED_PID" ||
+  am_die "the HTTPS front did not start: $(cat "$WORK/llm-front.log")"
 
 section "pods (network namespaces on one switch; names resolve in every pod)"
-for pod in agent api mcp tcp other; do
+for pod in agent api mcp tcp other llm; do
   printf '  %-6s %-15s %s\n' "$pod" "${AM_POD_V4[$pod]}" "${AM_POD_V6[$pod]}"
 done
 
@@ -156,6 +171,15 @@ expect "echo-ok" "opaque TCP failed"
 show agent "$APP" /usr/bin/python3 "$FIXTURES/tcp_client.py" banner tcp6 2525
 expect "220 tcp ready | 221 bye" "the server-speaks-first service failed"
 verdict "opaque TCP and a server-speaks-first service (over IPv6) pass, allowed by the egress rule 'tcp-services'"
+
+show agent "$APP" env SSL_CERT_FILE="$FIXTURES/certs/mesh-ca.crt" "$LLM_VENV/bin/python" "$FIXTURES/llm_client.py" https://llm/v1
+expect '"content": "hello from the mock provider"' "the openai SDK call through INTERCEPT failed"
+grep -qF "x-agentmesh-sidecar: injected" "$WORK/llm-front.log" ||
+  am_die "the provider did not see the sidecar's header: $(cat "$WORK/llm-front.log")"
+verdict "the openai SDK (trusting the mesh CA) got its completion; the sidecar decrypted the call, the provider saw x-agentmesh-sidecar: injected"
+show agent "$APP" env SSL_CERT_FILE="$FIXTURES/certs/llm-ca.crt" "$LLM_VENV/bin/python" "$FIXTURES/llm_client.py" https://llm/v1
+expect "CERTIFICATE_VERIFY_FAILED" "the provider's own CA was accepted: the call was not intercepted"
+verdict "trusting only the provider's CA fails: the agent is shown the sidecar's mesh certificate (INTERCEPT)"
 
 # --- 4. the proxy's own UID is not captured --------------------------------------------------------
 section "4. the same calls as UID $PROXY, which the rules let through (no loop)"

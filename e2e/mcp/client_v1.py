@@ -11,13 +11,23 @@ Scenarios:
   prompts, list and read resources, list templates, then end the session.
 - `list-tools`: initialize and list tool names only.
 - `call TOOL JSON_ARGS`: initialize and call one tool.
+- `progress TOOL JSON_ARGS`: call one tool with a progress callback and a logging
+  callback; prints the result, the progress updates and the log messages seen.
+- `answer TOOL`: call one tool with an elicitation callback (answers colour "teal") and
+  a sampling callback (answers "sampled: <prompt>"); prints the result and the requests.
+- `cancel TOOL COUNTER`: call TOOL (which reports progress once, then waits), cancel it
+  with `notifications/cancelled` once its progress arrives, then poll COUNTER (a tool
+  counting cancellations) until it is non-zero; prints what it saw.
+- `list-changed TOOL`: call TOOL (which changes the tool list), wait for
+  `notifications/tools/list_changed` on the GET stream, then list tool names.
 """
 
 import asyncio
 import json
 import sys
 
-from mcp import ClientSession
+import anyio
+from mcp import ClientSession, types
 from mcp.client.streamable_http import streamablehttp_client
 
 
@@ -65,10 +75,85 @@ async def tour(session, init):
     return out
 
 
+seen = {"requests": [], "logs": [], "notifications": []}
+tools_changed = anyio.Event()
+
+
+async def on_elicit(context, params):
+    seen["requests"].append({"method": "elicitation/create", "message": params.message})
+    return types.ElicitResult(action="accept", content={"colour": "teal"})
+
+
+async def on_sample(context, params):
+    text = params.messages[0].content.text
+    seen["requests"].append({"method": "sampling/createMessage", "prompt": text})
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text=f"sampled: {text}"), model="test-model"
+    )
+
+
+async def on_log(params):
+    seen["logs"].append(params.data)
+
+
+async def on_message(message):
+    if isinstance(message, types.ServerNotification):
+        method = message.root.method
+        seen["notifications"].append(method)
+        if method == "notifications/tools/list_changed":
+            tools_changed.set()
+
+
+async def cancel(session, tool, counter):
+    progressed = anyio.Event()
+
+    async def on_progress(progress, total, message):
+        progressed.set()
+
+    out = {}
+    async with anyio.create_task_group() as tg:
+
+        async def call():
+            try:
+                r = await session.call_tool(tool, {}, progress_callback=on_progress)
+                out["call"] = text_of(r)
+            except Exception as e:
+                out["call"] = {"error": str(e)}
+
+        tg.start_soon(call)
+        with anyio.fail_after(20):
+            await progressed.wait()
+        # The request id the SDK gave the call: the last one it used.
+        request_id = session._request_id - 1
+        await session.send_notification(
+            types.ClientNotification(
+                types.CancelledNotification(
+                    params=types.CancelledNotificationParams(requestId=request_id, reason="test")
+                )
+            )
+        )
+        out["cancelledRequest"] = request_id
+        for _ in range(100):
+            r = await session.call_tool(counter, {})
+            out["counter"] = text_of(r)
+            if out["counter"] != ["0"]:
+                break
+            await anyio.sleep(0.1)
+        tg.cancel_scope.cancel()
+    return out
+
+
 async def main():
     url, scenario, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     async with streamablehttp_client(url) as (read, write, get_session_id):
-        async with ClientSession(read, write) as session:
+        async with ClientSession(
+            read,
+            write,
+            elicitation_callback=on_elicit,
+            sampling_callback=on_sample,
+            logging_callback=on_log,
+            message_handler=on_message,
+        ) as session:
             init = await session.initialize()
             if scenario == "tour":
                 out = await tour(session, init)
@@ -79,6 +164,25 @@ async def main():
             elif scenario == "call":
                 r = await session.call_tool(args[0], json.loads(args[1]))
                 out = {"text": text_of(r), "isError": r.isError}
+            elif scenario == "progress":
+                progress = []
+
+                async def on_progress(value, total, message):
+                    progress.append({"progress": value, "total": total, "message": message})
+
+                r = await session.call_tool(args[0], json.loads(args[1]), progress_callback=on_progress)
+                out = {"text": text_of(r), "isError": r.isError, "progress": progress, "logs": seen["logs"]}
+            elif scenario == "answer":
+                r = await session.call_tool(args[0], {"topic": "tides"} if args[0].endswith("compose") else {})
+                out = {"text": text_of(r), "isError": r.isError, "requests": seen["requests"]}
+            elif scenario == "cancel":
+                out = await cancel(session, args[0], args[1])
+            elif scenario == "list-changed":
+                r = await session.call_tool(args[0], {})
+                with anyio.fail_after(20):
+                    await tools_changed.wait()
+                tools = await session.list_tools()
+                out = {"text": text_of(r), "tools": sorted(t.name for t in tools.tools), "notifications": seen["notifications"]}
             else:
                 raise SystemExit(f"unknown scenario {scenario}")
     print(json.dumps(out, sort_keys=True))

@@ -94,6 +94,96 @@ pub fn mcp_python() -> Result<PathBuf> {
     }
 }
 
+/// The Python of `target/venvs/llm-sys` (`scripts/install-llm-deps.sh`): the `openai`
+/// SDK and `llm-mock-api` on Debian's `/usr/bin/python3`, which every UID can read. Fails
+/// when it is missing or lacks either package.
+pub fn llm_python() -> Result<PathBuf> {
+    let venv = std::env::var_os("AGENTMESH_LLM_SYS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/venvs/llm-sys"));
+    let python = venv.join("bin").join("python");
+    let ok = venv.join("bin").join("llm-mock-api").is_file()
+        && Command::new(&python)
+            .args(["-c", "import openai, llm_mock_api"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(python)
+    } else {
+        Err(HarnessError::Missing {
+            what: format!(
+                "the Python venv {} with the `openai` SDK and `llm-mock-api`",
+                venv.display()
+            ),
+            hint: INSTALL_HINT,
+        })
+    }
+}
+
+/// The LLM provider pod's processes: `llm-mock-api` on the pod's loopback and the HTTPS
+/// front in front of it (see [`start_llm`]).
+#[derive(Debug)]
+pub struct LlmProvider {
+    /// `llm-mock-api` on `127.0.0.1:8000`.
+    pub mock: Daemon,
+    /// `e2e/sidecar/llm_front.py` on port 443, which logs the requests it decrypted.
+    pub front: Daemon,
+}
+
+/// Starts an OpenAI-compatible provider in `pod`: `llm-mock-api` (answering every chat
+/// with `reply`) as `nobody` on `127.0.0.1:8000`, behind `e2e/sidecar/llm_front.py`, which
+/// serves HTTPS on port 443 of every address with the certificate for `llm`
+/// (`e2e/sidecar/certs/llm.crt`). The front runs as root only because 443 is a
+/// privileged port. `python` is the venv's ([`llm_python`]).
+pub fn start_llm(pod: &Pod, reply: &str, python: &Path, scratch: &Scratch) -> Result<LlmProvider> {
+    let mock_bin = python.with_file_name("llm-mock-api").display().to_string();
+    let mut cmd = pod.ns.command_as(
+        SERVER_UID,
+        SERVER_UID,
+        &[
+            &mock_bin,
+            "start",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            "8000",
+            "-f",
+            reply,
+        ],
+    );
+    // It looks for ./config.json; an empty, readable working directory has none.
+    cmd.env("HOME", "/tmp").current_dir("/tmp");
+    let log = scratch.path(&format!("{}-llm-mock.log", pod.name));
+    let mock = Daemon::spawn(&format!("{} llm-mock-api", pod.name), cmd, &log)?;
+    let mock = wait_until(mock, |_| {
+        let out = exec_as(
+            pod,
+            SERVER_UID,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "1",
+                "http://127.0.0.1:8000/",
+            ],
+        );
+        out.status.success()
+    })?;
+    let front = fixture("llm_front.py").display().to_string();
+    let cert = fixture("certs/llm.crt").display().to_string();
+    let key = fixture("certs/llm.key").display().to_string();
+    let cmd = pod
+        .ns
+        .command(&["/usr/bin/python3", "-u", &front, "443", "8000", &cert, &key]);
+    let log = scratch.path(&format!("{}-llm-front.log", pod.name));
+    let front = Daemon::spawn(&format!("{} HTTPS front", pod.name), cmd, &log)?;
+    let front = wait_until(front, |d| d.logs().contains("ready"))?;
+    Ok(LlmProvider { mock, front })
+}
+
 /// A temporary directory whose files every UID can read (configs, scripts, logs), removed
 /// on drop.
 #[derive(Debug)]

@@ -1,12 +1,14 @@
 //! The sidecar for real: an agent pod whose outbound traffic `agentmesh-init` captures
 //! with real iptables, a sidecar running as UID 1501, and unmodified agent processes
-//! (`curl`, the Python MCP SDK, plain Python sockets) running as UID 1000, calling
+//! (`curl`, the Python MCP SDK, the `openai` SDK, plain Python sockets) running as UID
+//! 1000, calling
 //! upstream pods by name. Every policy lives only in the sidecar's config
 //! (`e2e/sidecar/sidecar.yaml`); what the agents and the upstreams observe proves the
 //! traffic was captured and governed.
 //!
-//! Needs root, iproute2, iptables, curl, `/usr/bin/python3` and the MCP SDK venv
-//! `target/venvs/mcp1-sys`; the test fails (never skips) naming what is missing, and
+//! Needs root, iproute2, iptables, curl, `/usr/bin/python3`, the MCP SDK venv
+//! `target/venvs/mcp1-sys` and the LLM venv `target/venvs/llm-sys` (`openai`,
+//! `llm-mock-api`); the test fails (never skips) naming what is missing, and
 //! `scripts/install-test-deps.sh` installs all of it. The pod's rules after
 //! `agentmesh-init` are a golden file (`tests/golden/sidecar_pod_rules.txt`; rewrite it
 //! with `UPDATE_GOLDEN=1`).
@@ -61,11 +63,13 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
     ]));
     let mcp_python = ok(sidecar::mcp_python());
     let mcp_py = mcp_python.display().to_string();
+    let llm_python = ok(sidecar::llm_python());
+    let llm_py = llm_python.display().to_string();
     let scratch = ok(Scratch::new());
 
     // --- pods ------------------------------------------------------------------------
     let mut cluster = ok(Cluster::new("scar"));
-    for name in ["agent", "api", "mcp", "tcp", "other"] {
+    for name in ["agent", "api", "mcp", "tcp", "other", "llm"] {
         ok(cluster.add_pod(name));
     }
     let (api6, tcp6) = (cluster.pod("api").ipv6, cluster.pod("tcp").ipv6);
@@ -93,6 +97,12 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
         "docs",
         9001,
         &mcp_python,
+        &scratch,
+    ));
+    let llm = ok(sidecar::start_llm(
+        cluster.pod("llm"),
+        LLM_REPLY,
+        &llm_python,
         &scratch,
     ));
 
@@ -232,6 +242,51 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
         r#"{"isError": false, "text": ["docs: through the sidecar"]}"#
     );
 
+    // --- LLM over HTTPS under INTERCEPT: the unmodified openai SDK --------------------
+    // The agent trusts the mesh CA (SSL_CERT_FILE, as the injector sets it) and calls
+    // https://llm/v1; the sidecar decrypts, adds its header, re-encrypts to the provider.
+    let llm_client = fixture("llm_client.py").display().to_string();
+    let trusting = |ca: &str| {
+        let ssl_cert_file = format!("SSL_CERT_FILE={}", fixture(ca).display());
+        python(
+            agent,
+            APP_UID,
+            "env",
+            &[&ssl_cert_file, &llm_py, &llm_client, "https://llm/v1"],
+        )
+    };
+    let answer = trusting("certs/mesh-ca.crt");
+    assert!(
+        answer.starts_with(&format!(r#"{{"content": "{LLM_REPLY}", "total_tokens": "#))
+            && !answer.contains("null"),
+        "the completion must come back through the sidecar: {answer}\nsidecar log:\n{}\nllm front log:\n{}",
+        proxy_logs(&proxy),
+        llm.front.logs()
+    );
+    // The provider got the request decrypted by the sidecar, with the sidecar's header.
+    let seen = llm.front.logs();
+    assert_eq!(
+        seen.matches("POST /v1/chat/completions HTTP/1.1").count(),
+        1,
+        "{seen}"
+    );
+    assert!(seen.contains("x-agentmesh-sidecar: injected"), "{seen}");
+    // Trusting only the provider's own CA fails: what the agent is shown is the sidecar's
+    // certificate from the mesh CA, not the provider's. Nothing reaches the provider.
+    let refused = trusting("certs/llm-ca.crt");
+    assert!(
+        refused.contains(r#""error": "APIConnectionError""#)
+            && refused.contains("CERTIFICATE_VERIFY_FAILED"),
+        "without the mesh CA the TLS handshake must fail verification: {refused}"
+    );
+    assert_eq!(
+        llm.front
+            .logs()
+            .matches("POST /v1/chat/completions")
+            .count(),
+        1
+    );
+
     // --- opaque TCP and server-speaks-first, allowed by an egress rule ----------------
     let tcp_client = fixture("tcp_client.py").display().to_string();
     for host in ["tcp", "tcp6"] {
@@ -278,6 +333,24 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
     assert!(conns("http1") >= 7.0, "{m}");
     assert_eq!(conns("opaque"), 2.0, "{m}");
     assert_eq!(conns("server_first"), 2.0, "{m}");
+    // The two LLM calls: TLS, intercepted, one leaf minted for `llm` then reused.
+    assert_eq!(conns("tls"), 2.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "agentmesh_outbound_tls_connections_total{mode=\"intercept\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "agentmesh_mesh_ca_leaf_certificates_total{result=\"minted\"}"
+        ),
+        1.0,
+        "{m}"
+    );
     assert_eq!(
         metric(&m, "agentmesh_outbound_denied_total{protocol=\"http1\"}"),
         1.0,
@@ -304,6 +377,9 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
         "cleanup said:\n{out}"
     );
 }
+
+/// What the `llm` pod's provider answers every chat with.
+const LLM_REPLY: &str = "hello from the mock provider";
 
 /// Compares `actual` with `e2e/tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites the file.
 fn check_golden(name: &str, actual: &str) {

@@ -20,3 +20,47 @@ pub mod config {
 
 /// The encoded `FileDescriptorSet` of every message in this crate, with source comments.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// The resource type agentmesh serves over xDS.
+#[allow(missing_docs, clippy::all)]
+pub mod xds {
+    /// Version 1 of the xDS resource type.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/agentmesh.xds.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/agentmesh.xds.v1.serde.rs"));
+    }
+}
+
+/// The xDS transport messages and service (our subset of Envoy's, wire-compatible).
+#[allow(missing_docs, clippy::all)]
+pub mod envoy {
+    /// `envoy.config.*`.
+    pub mod config {
+        /// `envoy.config.core.*`.
+        pub mod core {
+            /// `envoy.config.core.v3`: the node identity.
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.config.core.v3.rs"));
+            }
+        }
+    }
+    /// `envoy.service.*`.
+    pub mod service {
+        /// `envoy.service.discovery.*`.
+        pub mod discovery {
+            /// `envoy.service.discovery.v3`: delta ADS.
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.service.discovery.v3.rs"));
+            }
+        }
+    }
+}
+
+/// `google.rpc`: the status of a rejected update.
+#[allow(missing_docs, clippy::all)]
+pub mod google {
+    /// `google.rpc`.
+    pub mod rpc {
+        include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+    }
+}

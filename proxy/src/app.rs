@@ -23,8 +23,10 @@ use crate::telemetry::{LogControl, Metrics};
 /// Everything `run` needs, from the command line.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The config file.
+    /// The config file; unused when `xds` is set.
     pub config: PathBuf,
+    /// Take the config from the controller over xDS instead of from `config`.
+    pub xds: Option<config::xds::XdsOptions>,
     /// Admin API address (loopback); `None` disables it.
     pub admin_addr: Option<SocketAddr>,
     /// Metrics address; `None` disables it.
@@ -94,8 +96,15 @@ pub fn connection_observer(metrics: &Arc<Metrics>) -> Arc<dyn ConnectionObserver
 pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     let metrics = Metrics::new();
     let ctx = compile_context(&metrics);
-    let config = config::load_file(&opts.config, &ctx)?;
-    metrics.record_config_reload("file", true);
+    let config = match &opts.xds {
+        // Nothing to serve until the controller sends the first complete config.
+        Some(_) => config::compile(config::file::Resources::default(), &ctx)?,
+        None => {
+            let config = config::load_file(&opts.config, &ctx)?;
+            metrics.record_config_reload("file", true);
+            config
+        }
+    };
     let store = Store::new(config);
     let listeners = Listeners::new(store.clone(), metrics.clone());
     if let Some(e) = listeners.reconcile(&store.load()).await.into_iter().next() {
@@ -141,7 +150,17 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
         };
         tokio::spawn(admin::serve_admin(l, state, admin_stopped.clone()));
     }
-    let _watch = if opts.watch {
+    let _xds = opts.xds.clone().map(|options| {
+        config::xds::XdsClient {
+            options,
+            store: store.clone(),
+            ctx: ctx.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        }
+        .spawn()
+    });
+    let _watch = if opts.watch && opts.xds.is_none() {
         Some(config::watch::spawn(
             opts.config.clone(),
             store.clone(),
@@ -151,8 +170,16 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     } else {
         None
     };
-    readiness.set_ready();
-    tracing::info!(config = %opts.config.display(), "agentmesh-proxy ready");
+    match &opts.xds {
+        // Ready once the first update is applied (`XdsClient`).
+        Some(xds) => {
+            tracing::info!(controller = %xds.address, "agentmesh-proxy started; waiting for the first config over xDS")
+        }
+        None => {
+            readiness.set_ready();
+            tracing::info!(config = %opts.config.display(), "agentmesh-proxy ready");
+        }
+    }
 
     shutdown_signal().await;
     tracing::info!(deadline = ?opts.drain_timeout, "draining: no new connections, finishing in-flight requests");

@@ -48,9 +48,39 @@ enum Mode {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Config file (YAML, or JSON when it ends in .json). Required to run the proxy.
+    /// Config file (YAML, or JSON when it ends in .json). Required to run the proxy,
+    /// unless the config comes from a controller (`--xds`).
     #[arg(long, short = 'c', env = "AGENTMESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Take the config from an agentmesh controller over delta xDS, like
+    /// `http://127.0.0.1:16010`, instead of from a file. The proxy is ready only after the
+    /// first config arrives, and keeps serving its last good config when the controller
+    /// is away.
+    #[arg(
+        long,
+        env = "AGENTMESH_XDS",
+        value_name = "ADDRESS",
+        conflicts_with = "config"
+    )]
+    xds: Option<String>,
+    /// With `--xds`: a file holding the token sent to the controller as
+    /// `authorization: Bearer <token>`.
+    #[arg(
+        long,
+        env = "AGENTMESH_XDS_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "xds"
+    )]
+    xds_token_file: Option<PathBuf>,
+    /// With `--xds`: the node id, `standalone~<ip>~<name>` (or `gateway~…`, `sidecar~…`).
+    /// Defaults to `standalone~127.0.0.1~<hostname>`.
+    #[arg(
+        long,
+        env = "AGENTMESH_XDS_NODE_ID",
+        value_name = "ID",
+        requires = "xds"
+    )]
+    xds_node_id: Option<String>,
     /// Where the configuration comes from.
     #[arg(long, value_enum, default_value = "standalone", env = "AGENTMESH_MODE")]
     mode: Mode,
@@ -170,8 +200,19 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let Some(config) = args.config else {
-        eprintln!("error: --config FILE is required to run the proxy (see --help)");
+    let xds = args.xds.map(|address| config::xds::XdsOptions {
+        address,
+        node_id: args.xds_node_id.unwrap_or_else(default_node_id),
+        token_file: args.xds_token_file,
+    });
+    if xds.is_some() && args.mode != Mode::Standalone {
+        eprintln!("error: --xds works in standalone mode only for now");
+        return ExitCode::from(2);
+    }
+    let Some(config) = args.config.or_else(|| xds.as_ref().map(|_| PathBuf::new())) else {
+        eprintln!(
+            "error: --config FILE (or --xds ADDRESS) is required to run the proxy (see --help)"
+        );
         return ExitCode::from(2);
     };
     let logs = match logging::init(args.log_format, &args.log_level) {
@@ -190,6 +231,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let opts = Options {
         config,
+        xds,
         admin_addr: args.admin_addr.0,
         metrics_addr: args.metrics_addr.0,
         ready_addr: args.ready_addr.0,
@@ -215,4 +257,16 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `standalone~127.0.0.1~<hostname>`: enough to tell proxies apart in the controller's
+/// logs in folder mode.
+fn default_node_id() -> String {
+    let name = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| "proxy".into());
+    format!("standalone~127.0.0.1~{name}")
 }

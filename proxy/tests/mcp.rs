@@ -356,10 +356,7 @@ async fn transport_rules_and_malformed_messages_get_clear_errors() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (got.status, got.header("allow")),
-        (405, Some("POST, DELETE"))
-    );
+    assert_eq!(got.status, 406, "GET must accept text/event-stream");
 
     // DELETE ends the session here and upstream.
     let del = Request::delete(format!("http://127.0.0.1:{port}/mcp"))
@@ -742,4 +739,34 @@ async fn modern_requests_check_headers_and_versions_as_the_spec_says() {
     let got = modern(port, "tools/destroy", json!({}), &[]).await;
     assert_eq!((got.status, code(&got)), (404, -32601), "{}", got.body);
     assert!(proxy.try_exited().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_origins_other_than_loopback_or_allowed_are_refused() {
+    let alpha = FastMcp::start("alpha");
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config(
+        port,
+        &[("alpha", alpha.url())],
+        "    allowedOrigins: [\"https://app.example.com\"]\n",
+    ));
+    // A page whose name was re-pointed at the gateway (DNS rebinding): refused.
+    let evil = [
+        ("host", "evil.example.com"),
+        ("origin", "http://evil.example.com"),
+    ];
+    let got = post(port, INIT, &evil).await;
+    assert_eq!(got.status, 403, "{}", got.body);
+    assert!(proxy.logs().contains("origin that is not allowed"));
+    // Loopback origins, a listed origin, and clients without Origin (SDKs, agents) pass.
+    for origin in [
+        Some(format!("http://localhost:{port}")),
+        Some("http://127.0.0.1:8080".to_string()),
+        Some("https://app.example.com".to_string()),
+        None,
+    ] {
+        let headers: Vec<(&str, &str)> = origin.iter().map(|o| ("origin", o.as_str())).collect();
+        let got = post(port, INIT, &headers).await;
+        assert_eq!(got.status, 200, "origin {origin:?}: {}", got.body);
+    }
 }

@@ -377,3 +377,83 @@ async fn outbound_binds_are_not_opened_as_sockets() {
     // The outbound bind's port stays free: it only names captured traffic.
     assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
 }
+
+/// An outbound bind for `api.test` on `port` whose only route has policies and no
+/// backends; `extra` adds sidecar settings (YAML lines indented by 2).
+fn original_destination_config(port: u16, extra: &str) -> String {
+    format!(
+        "binds:
+- name: egress
+  address: 0.0.0.0
+  port: {port}
+  listeners:
+  - name: api
+    hostnames: [api.test]
+    routes:
+    - name: inject
+      policies:
+        requestHeaders: {{ set: [{{ name: x-sidecar, value: applied }}] }}
+        responseHeaders: {{ set: [{{ name: x-sidecar-response, value: applied }}] }}
+        timeouts: {{ request: 5s }}
+sidecar:
+  outboundBinds: [egress]
+  outboundDefault: DENY
+{extra}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_without_backends_applies_its_policies_then_goes_to_the_original_destination() {
+    let api = TestUpstream::start("api").await;
+    let sidecar = Sidecar::start(&original_destination_config(api.addr.port(), "")).await;
+    // The app meant the api itself; the route names no backend, so that is where it goes,
+    // even under `outboundDefault: DENY` (the bind governs this traffic).
+    let resp = sidecar.http_get(api.addr, "api.test", "/v1/x?q=1").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("x-upstream: api"), "{resp}");
+    assert!(resp.contains("x-sidecar-response: applied"), "{resp}");
+    let seen = api.received().pop().expect("the api got the request");
+    assert_eq!(seen.headers["x-sidecar"], "applied");
+    assert_eq!(seen.headers["host"], "api.test");
+    assert_eq!(seen.path_and_query, "/v1/x?q=1");
+    assert_eq!(
+        sidecar.metric(
+            "agentmesh_requests_total",
+            &[
+                ("route", "egress/api/inject"),
+                ("backend", "passthrough"),
+                ("status_class", "2xx")
+            ]
+        ),
+        1.0
+    );
+    // The bind serves the port, not one address: another destination on the same port
+    // (nothing listens there) is not sent to the api.
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], api.addr.port()));
+    let resp = sidecar.http_get(elsewhere, "api.test", "/v1/y").await;
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert_eq!(api.count("/v1/y"), 0);
+}
+
+#[test]
+fn only_routes_of_capture_binds_may_leave_out_backends() {
+    let metrics = agentmesh_proxy::telemetry::Metrics::new();
+    let ctx = agentmesh_proxy::app::compile_context(&metrics);
+    let compile = |yaml: &str| {
+        let parsed = agentmesh_proxy::config::file::parse(yaml, false).unwrap();
+        agentmesh_proxy::config::compile(agentmesh_proxy::config::file::flatten(parsed), &ctx)
+            .map(|_| ())
+    };
+    let captured = original_destination_config(8080, "");
+    compile(&captured).unwrap();
+    // The same bind opened as a socket: a route there still needs a backend.
+    let standalone = captured.replace("  outboundBinds: [egress]\n", "");
+    let err = compile(&standalone).unwrap_err().to_string();
+    assert!(
+        err.contains("route \"egress/api/inject\"")
+            && err.contains("backends")
+            && err.contains("a route needs a backend"),
+        "{err}"
+    );
+}

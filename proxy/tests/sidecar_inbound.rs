@@ -154,3 +154,34 @@ async fn inbound_binds_are_not_opened_as_sockets() {
     let _sidecar = Sidecar::start(&config(app)).await;
     assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbound_route_without_backends_reaches_the_app_on_loopback_with_its_policies() {
+    let app = TestUpstream::start("app").await;
+    let yaml = format!(
+        "binds:
+- name: inbound-app
+  address: 0.0.0.0
+  port: {port}
+  listeners:
+  - name: app
+    routes:
+    - name: all
+      policies:
+        requestHeaders: {{ set: [{{ name: x-inbound, value: applied }}] }}
+sidecar:
+  inbound: {{ enabled: true }}
+  inboundBinds: [inbound-app]
+",
+        port = app.addr.port()
+    );
+    let sidecar = Sidecar::start(&yaml).await;
+    // Sent to the pod address, where nothing listens: only the app on loopback answers.
+    let tcp = sidecar.connect_inbound(pod(app.addr.port())).await;
+    let resp = exchange(tcp, "agent.ns.svc", "/tasks").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("x-upstream: app"), "{resp}");
+    let seen = app.received().pop().unwrap();
+    assert_eq!(seen.headers["x-inbound"], "applied");
+    assert_eq!(seen.path_and_query, "/tasks");
+}

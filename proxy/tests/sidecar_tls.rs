@@ -355,3 +355,30 @@ async fn tls_config_mistakes_are_refused_naming_the_field() {
     let err = compile(&bad_key);
     assert!(err.contains("meshCa.keyFile"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_intercepted_route_without_backends_is_re_encrypted_to_the_real_server() {
+    let w = world().await;
+    // The outbound bind's only route has a policy and no backend: decrypted requests get
+    // the header, then go on to where the app was going, over TLS verified by `caFile`.
+    let yaml = config(&w, &intercept_rule(&w)).replace("      backends: [{ backend: api }]\n", "");
+    assert!(!yaml.contains("backend: api }]"), "{yaml}");
+    let sidecar = Sidecar::start(&yaml).await;
+    let tls = app_tls(&sidecar, w.front, "api.test", &w.mesh, &["http/1.1"]).await;
+    let resp = exchange(tls, "api.test", "/v1/chat/completions").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("x-upstream: real-api"), "{resp}");
+    let seen = w.upstream.received().pop().unwrap();
+    assert_eq!(seen.headers["x-sidecar"], "applied");
+    assert_eq!(seen.path_and_query, "/v1/chat/completions");
+    assert_eq!(
+        sidecar.metric(
+            "agentmesh_requests_total",
+            &[
+                ("route", "egress-tls/api/all"),
+                ("backend", "passthrough-tls")
+            ]
+        ),
+        1.0
+    );
+}

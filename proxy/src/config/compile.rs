@@ -192,6 +192,20 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
         .iter()
         .map(|l| (l.key.as_str(), policy_of(0, &l.key)))
         .collect();
+    // Routes of capture binds may leave out backends: the request then goes where the
+    // app was sending it.
+    let capture_binds: HashSet<&str> = resources
+        .sidecar
+        .iter()
+        .flat_map(|s| s.outbound_binds.iter().chain(&s.inbound_binds))
+        .map(String::as_str)
+        .collect();
+    let capture_listeners: HashSet<&str> = resources
+        .listeners
+        .iter()
+        .filter(|l| capture_binds.contains(l.bind_key.as_str()))
+        .map(|l| l.key.as_str())
+        .collect();
     for r in &resources.routes {
         let res = format!("route {:?}", r.key);
         if r.name.is_empty() && r.key.is_empty() {
@@ -242,7 +256,16 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 policies,
             });
         }
-        check_route_policies(&route_policy, r, &route_backends, &matches, &res, &mut errs);
+        let captured = capture_listeners.contains(r.listener_key.as_str());
+        check_route_policies(
+            &route_policy,
+            r,
+            &route_backends,
+            &matches,
+            captured,
+            &res,
+            &mut errs,
+        );
         routes_by_listener
             .entry(r.listener_key.as_str())
             .or_default()
@@ -553,11 +576,13 @@ fn check_route_policies(
     route: &pb::Route,
     backends: &[ir::RouteBackend],
     matches: &[RequestMatcher],
+    captured: bool,
     res: &str,
     errs: &mut Errors,
 ) {
     let answers_itself = policy.redirect.is_some() || policy.direct_response.is_some();
-    if route.backends.is_empty() && !answers_itself {
+    // A route of a capture bind without backends sends to the original destination.
+    if route.backends.is_empty() && !answers_itself && !captured {
         errs.push(
             res,
             "backends",

@@ -4,7 +4,8 @@
 //! resources into the IR exactly once (compiled matchers, loaded certificates, resolved
 //! references, upstream clients) and rejects what is invalid with an error naming the
 //! resource and field; `store` holds the running IR and swaps it atomically; `watch`
-//! reloads the file when it changes. Nothing here touches sockets or requests.
+//! reloads the file when it changes; `xds` receives resources from the controller.
+//! Nothing here touches sockets or requests.
 
 pub mod compile;
 pub mod file;
@@ -12,6 +13,7 @@ pub mod ir;
 pub mod sidecar;
 pub mod store;
 pub mod watch;
+pub mod xds;
 
 use std::fmt;
 use std::path::Path;

@@ -80,7 +80,7 @@ fn may_change_config(event: &notify::Event, file_name: Option<&std::ffi::OsStr>)
 /// Rejects a config that adds a bind on an address nobody in this process holds and that
 /// cannot be listened on (a port taken by another process), so the change is refused as
 /// a whole instead of being applied without that bind.
-fn new_binds_can_listen(old: &Config, new: Config) -> Result<Config, ConfigError> {
+pub(super) fn new_binds_can_listen(old: &Config, new: Config) -> Result<Config, ConfigError> {
     let held: std::collections::HashSet<_> = old
         .binds
         .iter()
@@ -110,16 +110,7 @@ fn new_binds_can_listen(old: &Config, new: Config) -> Result<Config, ConfigError
 pub fn reload(path: &Path, store: &Store, ctx: &CompileContext, metrics: &Metrics) -> bool {
     match load_file(path, ctx).and_then(|config| new_binds_can_listen(&store.load(), config)) {
         Ok(config) => {
-            // Clients of backends that are gone free their pooled connections; requests
-            // still running on the old config hold their own client.
-            let keep: std::collections::HashSet<String> = config
-                .resources
-                .backends
-                .iter()
-                .map(|b| b.key.clone())
-                .collect();
-            ctx.upstreams.retain(|name| keep.contains(name));
-            store.replace(config);
+            install(store, ctx, config);
             metrics.record_config_reload("file", true);
             tracing::info!(path = %path.display(), "config reloaded");
             true
@@ -130,4 +121,18 @@ pub fn reload(path: &Path, store: &Store, ctx: &CompileContext, metrics: &Metric
             false
         }
     }
+}
+
+/// Installs a validated config: the clients of backends that are gone free their pooled
+/// connections (requests still running on the old config hold their own client), then
+/// the store swaps to the new config.
+pub(super) fn install(store: &Store, ctx: &CompileContext, config: Config) {
+    let keep: std::collections::HashSet<String> = config
+        .resources
+        .backends
+        .iter()
+        .map(|b| b.key.clone())
+        .collect();
+    ctx.upstreams.retain(|name| keep.contains(name));
+    store.replace(config);
 }

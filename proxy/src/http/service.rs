@@ -29,6 +29,7 @@ use crate::http::filters;
 use crate::http::forward::{self, Head, Outbound, OutboundBody};
 use crate::http::limit::LimitedBody;
 use crate::http::route::{RequestView, request_host};
+use crate::http::upstream::UpstreamError;
 use crate::telemetry::metrics::{Metrics, RequestLabels};
 
 /// What the listener layer knows about a connection.
@@ -46,12 +47,21 @@ pub struct ConnContext {
     pub orig_dst: Option<SocketAddr>,
 }
 
+/// Where a captured request was going before the sidecar caught it. A route of a
+/// capture bind (`SidecarSettings.outbound_binds`, `inbound_binds`) without backends
+/// applies its policies and then sends the request there.
+pub trait OriginalDestination: Send + Sync {
+    /// The backend reaching the original destination, made on first use.
+    fn backend(&self) -> Result<Arc<Backend>, UpstreamError>;
+}
+
 /// The per-connection HTTP service: reads the current config for every request.
 #[derive(Clone)]
 pub struct HttpService {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     conn: Arc<ConnContext>,
+    original_destination: Option<Arc<dyn OriginalDestination>>,
 }
 
 impl HttpService {
@@ -61,7 +71,15 @@ impl HttpService {
             store,
             metrics,
             conn: Arc::new(conn),
+            original_destination: None,
         }
+    }
+
+    /// Sends requests whose route has no backends to `dst` (captured traffic only;
+    /// elsewhere such a route must answer the request itself).
+    pub fn with_original_destination(mut self, dst: Arc<dyn OriginalDestination>) -> Self {
+        self.original_destination = Some(dst);
+        self
     }
 
     /// Serves one request.
@@ -210,11 +228,20 @@ impl HttpService {
             finish_response(&policies, tags.origin.as_ref(), &mut resp);
             return Ok(resp);
         }
-        let Some(chosen) = chosen else {
-            return Err(ProxyError::NoRoute(format!(
-                "route {:?} has no backend to send to",
-                route.key
-            )));
+        let original;
+        let backend = match (chosen, &self.original_destination) {
+            (Some(chosen), _) => &chosen.backend,
+            (None, Some(dst)) => {
+                original = dst.backend()?;
+                tags.backend = original.key.clone();
+                &original
+            }
+            (None, None) => {
+                return Err(ProxyError::NoRoute(format!(
+                    "route {:?} has no backend to send to",
+                    route.key
+                )));
+            }
         };
 
         let on_upgrade = if upgrade {
@@ -270,7 +297,7 @@ impl HttpService {
             upgrade: on_upgrade,
             replay_limit: config.settings.max_replay_body_bytes,
         };
-        let call = self.call_backend(&chosen.backend, outbound, &policies, tags);
+        let call = self.call_backend(backend, outbound, &policies, tags);
         let result = match request_timeout {
             Some(limit) => tokio::time::timeout(limit, call)
                 .await

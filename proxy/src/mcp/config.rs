@@ -122,6 +122,11 @@ pub fn compile(
                 naming,
                 failure_mode,
                 cipher: SessionCipher::new(&k, key),
+                allowed_origins: spec
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
                 state,
             })
         }

@@ -22,6 +22,7 @@ use super::items::{merge_offers, rewrite_uris};
 use super::jsonrpc::{self, McpError, code};
 use super::metrics::{McpMetrics, McpRequest, method_label};
 use super::names::{self, Cursor};
+use super::relay::{self, ClientStream, Relay};
 use super::session::SessionState;
 use super::upstream::{Target, TargetError, UpstreamSession};
 use super::{FailureMode, McpBackend, Naming, SUPPORTED_VERSIONS};
@@ -66,13 +67,16 @@ impl Session {
 /// Everything one MCP request needs.
 pub struct Ctx<'a> {
     /// The backend.
-    pub backend: &'a McpBackend,
+    pub backend: &'a Arc<McpBackend>,
     /// Where to count.
     pub metrics: &'a McpMetrics,
     /// Who asks.
     pub caller: Caller<'a>,
     /// Time limit of each request to a target.
     pub timeout: Duration,
+    /// The client's response stream, when it takes messages besides the response
+    /// (progress, logs, server-to-client requests).
+    pub relay: Option<ClientStream>,
 }
 
 impl Ctx<'_> {
@@ -139,6 +143,24 @@ impl Ctx<'_> {
             upstreams,
         });
         Ok((result, id))
+    }
+
+    /// Any request of a session but `initialize` and `ping`: a list, a broadcast or a
+    /// routed request.
+    pub async fn serve(
+        &self,
+        session: &Session,
+        method: &str,
+        id: &Value,
+        params: Option<Value>,
+    ) -> Result<Value, McpError> {
+        match ListKind::of(method) {
+            Some(kind) => self.list(session, kind, id, params).await,
+            None if method == "logging/setLevel" => {
+                self.broadcast(session, method, id, params).await
+            }
+            None => self.route(session, method, id, params).await,
+        }
     }
 
     /// A list method, fanned out to every target (or, on a later page, to those the
@@ -449,8 +471,9 @@ impl Ctx<'_> {
         Ok(find())
     }
 
-    /// One request to one target: upstream session, one re-initialization if the target
-    /// lost it, metrics.
+    /// One request to one target: an upstream id of the gateway's own (and the client's
+    /// progress token swapped for it, see `relay`), upstream session, one
+    /// re-initialization if the target lost it, metrics.
     async fn call(
         &self,
         session: &Session,
@@ -461,7 +484,23 @@ impl Ctx<'_> {
         tool: Arc<str>,
     ) -> Result<Value, McpError> {
         let start = Instant::now();
-        let msg = jsonrpc::request(id, method, params);
+        let upstream_id = relay::next_upstream_id();
+        let mut params = params;
+        let token = relay::swap_progress_token(&mut params, &upstream_id);
+        let msg = jsonrpc::request(&upstream_id, method, params);
+        let relay = self.relay.as_ref().map(|to| {
+            Relay::new(
+                t.name.clone(),
+                token.map(|c| (upstream_id.clone(), c)),
+                self.backend.naming == Naming::Prefixed,
+                to.clone(),
+            )
+        });
+        let _inflight = self
+            .backend
+            .state
+            .inflight
+            .begin(&session.id, id, &t.name, &upstream_id);
         let result = async {
             let mut up = match session.upstream(&t.name) {
                 Some(u) => u.clone(),
@@ -470,7 +509,7 @@ impl Ctx<'_> {
             let mut retried = false;
             loop {
                 let err = |error| McpError::Target { target: t.name.clone(), error };
-                match t.request(&up, &msg, id, self.timeout).await {
+                match t.request(&up, &msg, &upstream_id, self.timeout, relay.as_ref()).await {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(error)) => return Err(McpError::TargetRpc { target: t.name.clone(), error }),
                     Err(TargetError::SessionGone) if !retried => {

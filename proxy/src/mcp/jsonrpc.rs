@@ -60,6 +60,8 @@ pub enum ClientMessage {
     Response {
         /// The id of the request it answers.
         id: Id,
+        /// The whole message (`jsonrpc`, `id`, and `result` or `error`).
+        message: Value,
     },
 }
 
@@ -238,7 +240,12 @@ fn message(mut obj: Map<String, Value>) -> Result<ClientMessage, McpError> {
             "\"method\" must be a string".into(),
         )),
         (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
-            Ok(ClientMessage::Response { id })
+            let mut whole = obj;
+            whole.insert("id".into(), id.clone());
+            Ok(ClientMessage::Response {
+                id,
+                message: Value::Object(whole),
+            })
         }
         (None, _) => Err(McpError::InvalidRequest(
             "a message needs a \"method\" (request or notification) or a \"result\"/\"error\" with an \"id\" (response)".into(),

@@ -13,6 +13,9 @@
 //! - `session`: the encrypted, self-describing client session id and idle expiry.
 //! - `upstream`: a target whatever its transport, its upstream session and errors;
 //!   `streamable` (streamable HTTP) and `stdio` (a child process) are the transports.
+//! - `relay`: messages outside request/response pairs (progress, logs, server-to-client
+//!   requests, cancellation) and how their ids and tokens are mapped.
+//! - `stream`: SSE answers to the client: streamed responses and the GET stream.
 //! - `authz`: the single authorization hook.
 //! - `config`: the `mcp` backend resource → [`McpBackend`].
 //!
@@ -27,9 +30,11 @@ pub mod jsonrpc;
 pub mod metrics;
 pub mod modern;
 pub mod names;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod stdio;
+pub mod stream;
 pub mod streamable;
 pub mod upstream;
 
@@ -88,6 +93,8 @@ pub struct McpBackend {
     pub failure_mode: FailureMode,
     /// Session id encryption.
     pub cipher: SessionCipher,
+    /// Browser origins allowed besides loopback (lowercase; `*` for any).
+    pub allowed_origins: Vec<String>,
     /// State kept across requests and config reloads.
     pub state: Arc<BackendState>,
 }
@@ -119,6 +126,8 @@ pub struct BackendState {
     /// The last initialize result of each target (capabilities, instructions), what
     /// `server/discover` merges.
     offers: Mutex<HashMap<Arc<str>, serde_json::Value>>,
+    /// Upstream requests in flight, for cancellation.
+    pub inflight: relay::InFlight,
 }
 
 impl BackendState {
@@ -141,6 +150,7 @@ impl BackendState {
             known_tools: Mutex::default(),
             owners: Mutex::default(),
             offers: Mutex::default(),
+            inflight: relay::InFlight::default(),
         });
         all.insert(key.to_owned(), Arc::downgrade(&state));
         state

@@ -1,12 +1,16 @@
 //! The downstream side of the MCP gateway: the streamable-HTTP transport (session style).
 //!
 //! - `POST` one JSON-RPC message (batches are refused). A request is answered with JSON,
-//!   or with a one-event SSE stream when the client accepts only `text/event-stream`; a
-//!   notification or a client response gets 202.
+//!   or with a one-event SSE stream when the client accepts only `text/event-stream`;
+//!   when the client accepts SSE and a target sends messages before its response
+//!   (progress, logs, server requests), the answer becomes an SSE stream (`stream`). A
+//!   notification or a client response gets 202: `notifications/cancelled` goes to the
+//!   target running the request, a response to a relayed server request goes to the
+//!   target that asked (`relay`), other notifications to every target.
 //! - `initialize` returns the encrypted `Mcp-Session-Id`; every other message must carry
 //!   it (400 without, 404 when unknown, ended or expired, as the spec says).
-//! - `DELETE` ends the session and its upstream sessions. `GET` (the server-to-client
-//!   stream) is not offered yet: 405.
+//! - `GET` (accepting `text/event-stream`) opens the server-to-client stream, merged
+//!   over the targets' (`stream`); `DELETE` ends the session and its upstream sessions.
 //! - A message of the 2026-07-28 style (no session; see `modern`) is served without a
 //!   session id, over sessions the gateway holds.
 //!
@@ -29,24 +33,34 @@ use super::federation::{Ctx, ListKind, Session};
 use super::jsonrpc::{self, ClientMessage, McpError};
 use super::session::SessionError;
 use super::upstream::{SESSION_HEADER, VERSION_HEADER};
-use super::{McpBackend, SUPPORTED_VERSIONS, modern};
+use super::{McpBackend, SUPPORTED_VERSIONS, modern, relay, stream};
 use crate::config::ir::Policies;
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
 use crate::http::forward::{Outbound, OutboundBody};
 use crate::telemetry::Metrics;
+use std::sync::Arc;
 
 /// Time limit of each request to a target when no `backendRequest` timeout is set.
 pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one HTTP request to an `mcp` backend.
 pub async fn serve(
-    backend: &McpBackend,
+    backend: &Arc<McpBackend>,
     outbound: Outbound,
     policies: &Policies,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) -> Result<Response<Body>, ProxyError> {
     let Outbound { head, body, .. } = outbound;
+    if let Some(origin) = head.headers.get(header::ORIGIN)
+        && !origin_allowed(backend, origin)
+    {
+        tracing::warn!(backend = %backend.key, origin = ?origin, "MCP request from a browser origin that is not allowed refused");
+        return Ok(plain(
+            StatusCode::FORBIDDEN,
+            "this MCP endpoint does not accept requests from that Origin (see allowedOrigins)\n",
+        ));
+    }
     let timeout = policies
         .timeouts
         .and_then(|t| t.backend_request)
@@ -58,6 +72,7 @@ pub async fn serve(
             headers: &head.headers,
         },
         timeout,
+        relay: None,
     };
     sweep(backend, timeout);
     let resp = match head.method {
@@ -72,20 +87,45 @@ pub async fn serve(
                     })?
                     .to_bytes(),
             };
-            post(&ctx, &head.headers, bytes).await
+            post(&ctx, metrics, &head.headers, bytes).await
         }
         Method::DELETE => delete(&ctx, &head.headers).await,
+        Method::GET => get(&ctx, &head.headers).await,
         _ => {
             let mut resp = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "this MCP endpoint serves POST and DELETE\n",
+                "this MCP endpoint serves GET, POST and DELETE\n",
             );
             resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
             resp
         }
     };
     Ok(resp)
+}
+
+/// Whether a browser `Origin` may call the backend: loopback origins always, others only
+/// when listed in `allowedOrigins` (DNS-rebinding protection).
+fn origin_allowed(backend: &McpBackend, origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    if backend
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || *o == origin)
+    {
+        return true;
+    }
+    let host = origin
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = crate::http::route::strip_port(host);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// How the client wants a request answered.
@@ -125,7 +165,25 @@ fn answer_style(headers: &HeaderMap) -> Option<Answer> {
     }
 }
 
-async fn post(ctx: &Ctx<'_>, headers: &HeaderMap, body: Bytes) -> Response<Body> {
+/// Whether the client takes an SSE answer.
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
+async fn post(
+    ctx: &Ctx<'_>,
+    metrics: &Arc<Metrics>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     let Some(style) = answer_style(headers) else {
         let err = McpError::InvalidRequest(
             "the client must accept application/json or text/event-stream".into(),
@@ -199,12 +257,16 @@ async fn post(ctx: &Ctx<'_>, headers: &HeaderMap, body: Bytes) -> Response<Body>
                 Ok(s) => s,
                 Err(e) => return rpc(e.0, &jsonrpc::error(Some(&id), &e.1), style),
             };
-            let result = match ListKind::of(&method) {
-                Some(kind) => ctx.list(&session, kind, &id, params).await,
-                None if method == "logging/setLevel" => {
-                    ctx.broadcast(&session, &method, &id, params).await
+            let result = if accepts_sse(headers) && ListKind::of(&method).is_none() {
+                let answered =
+                    stream::request(ctx, metrics, headers, session, id.clone(), method, params)
+                        .await;
+                match answered {
+                    stream::Answered::Streaming(resp) => return resp,
+                    stream::Answered::Done(result) => result,
                 }
-                None => ctx.route(&session, &method, &id, params).await,
+            } else {
+                ctx.serve(&session, &method, &id, params).await
             };
             match result {
                 Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
@@ -217,18 +279,21 @@ async fn post(ctx: &Ctx<'_>, headers: &HeaderMap, body: Bytes) -> Response<Body>
                 Err(e) => return rpc(e.0, &jsonrpc::error(None, &e.1), style),
             };
             // The gateway sent `notifications/initialized` to each target itself.
-            if method != "notifications/initialized" {
+            if method == "notifications/cancelled" {
+                cancel(ctx, &session, params);
+            } else if method != "notifications/initialized" {
                 let targets = upstreams_of(ctx.backend, &session);
                 let msg = jsonrpc::notification(&method, params);
                 tokio::spawn(notify_all(targets, msg, ctx.timeout));
             }
             accepted()
         }
-        ClientMessage::Response { .. } => {
-            // No server-to-client requests are relayed yet, so no answer is awaited.
-            if let Err(e) = open_session(ctx, headers) {
-                return rpc(e.0, &jsonrpc::error(None, &e.1), style);
-            }
+        ClientMessage::Response { id, message } => {
+            let session = match open_session(ctx, headers) {
+                Ok(s) => s,
+                Err(e) => return rpc(e.0, &jsonrpc::error(None, &e.1), style),
+            };
+            answer_server_request(ctx, &session, &id, message).await;
             accepted()
         }
     }
@@ -257,7 +322,7 @@ async fn post_modern(
             Ok(()) => accepted(),
             Err(e) => rpc(modern::status_of(&e), &jsonrpc::error(None, &e), style),
         },
-        ClientMessage::Response { id } => {
+        ClientMessage::Response { id, .. } => {
             let e = McpError::InvalidRequest("no request of the gateway awaits a response".into());
             rpc(
                 StatusCode::BAD_REQUEST,
@@ -265,6 +330,62 @@ async fn post_modern(
                 style,
             )
         }
+    }
+}
+
+/// A client's response to a relayed server request: to the target that asked, in the
+/// client's upstream session, under the target's own id.
+async fn answer_server_request(ctx: &Ctx<'_>, session: &Session, id: &Value, mut message: Value) {
+    let routed = relay::parse_server_request_id(id).and_then(|(target, original)| {
+        let t = ctx.backend.target(target)?;
+        Some((t.clone(), session.upstream(target)?.clone(), original))
+    });
+    let Some((t, up, original)) = routed else {
+        tracing::debug!(backend = %ctx.backend.key, %id, "client response to no relayed request dropped");
+        return;
+    };
+    message["id"] = original;
+    if let Err(e) = t.notify(&up, &message, ctx.timeout).await {
+        tracing::info!(backend = %ctx.backend.key, target = %t.name, error = %e, "client response not delivered to the target");
+    }
+}
+
+/// `notifications/cancelled`: to the targets running the request, with their ids.
+fn cancel(ctx: &Ctx<'_>, session: &Session, params: Option<Value>) {
+    let Some(request_id) = params.as_ref().and_then(|p| p.get("requestId")) else {
+        return;
+    };
+    let reason = params.as_ref().and_then(|p| p.get("reason")).cloned();
+    for (target, upstream_id) in ctx.backend.state.inflight.find(&session.id, request_id) {
+        let Some((t, up)) = ctx
+            .backend
+            .target(&target)
+            .and_then(|t| Some((t.clone(), session.upstream(&target)?.clone())))
+        else {
+            continue;
+        };
+        let mut p = json!({ "requestId": upstream_id });
+        if let Some(r) = &reason {
+            p["reason"] = r.clone();
+        }
+        let msg = jsonrpc::notification("notifications/cancelled", Some(p));
+        tokio::spawn(notify_all(vec![(t, up)], msg, ctx.timeout));
+    }
+}
+
+/// `GET`: the server-to-client stream of a session.
+async fn get(ctx: &Ctx<'_>, headers: &HeaderMap) -> Response<Body> {
+    if !accepts_sse(headers) {
+        let err = McpError::InvalidRequest("GET must accept text/event-stream".into());
+        return rpc(
+            StatusCode::NOT_ACCEPTABLE,
+            &jsonrpc::error(None, &err),
+            Answer::Json,
+        );
+    }
+    match open_session(ctx, headers) {
+        Ok(session) => stream::get(ctx, &session).await,
+        Err((status, e)) => rpc(status, &jsonrpc::error(None, &e), Answer::Json),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The streamable-HTTP MCP client towards one target: `initialize` (then
 //! `notifications/initialized`), requests and notifications carrying the target's
 //! session id and protocol version, `DELETE` to end a session. Responses may come as
-//! JSON or as an SSE stream; either way the response to our request id is returned.
+//! JSON or as an SSE stream; either way the response to our request id is returned, and
+//! the other messages of a stream (progress, logs, server requests) go to a [`Relay`].
 //!
 //! It runs over the proxy's pooled [`UpstreamClient`]. It must not know about client
 //! sessions, names or federation: callers decide what to send.
@@ -16,6 +17,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use super::jsonrpc;
+use super::relay::Relay;
 use super::upstream::{
     Reply, SESSION_HEADER, TargetError, UpstreamSession, VERSION_HEADER, initialize_request,
     negotiated_version, reply_from, within,
@@ -81,7 +83,7 @@ impl HttpTarget {
     ) -> Result<(UpstreamSession, Value), TargetError> {
         let id = json!(0);
         let msg = initialize_request(&id, version);
-        let (reply, session_id) = self.exchange(None, None, &msg, &id, timeout).await?;
+        let (reply, session_id) = self.exchange(None, None, &msg, &id, timeout, None).await?;
         let result =
             reply.map_err(|e| TargetError::Protocol(format!("initialize was refused: {e}")))?;
         let session = UpstreamSession {
@@ -101,6 +103,7 @@ impl HttpTarget {
         msg: &Value,
         id: &Value,
         timeout: Duration,
+        relay: Option<&Relay>,
     ) -> Result<Reply, TargetError> {
         self.exchange(
             session.id.as_deref(),
@@ -108,6 +111,7 @@ impl HttpTarget {
             msg,
             id,
             timeout,
+            relay,
         )
         .await
         .map(|(reply, _)| reply)
@@ -204,6 +208,7 @@ impl HttpTarget {
         msg: &Value,
         id: &Value,
         timeout: Duration,
+        relay: Option<&Relay>,
     ) -> Result<(Reply, Option<String>), TargetError> {
         let req = self.post(session, version, msg)?;
         within(timeout, async {
@@ -231,7 +236,7 @@ impl HttpTarget {
                 });
             let mut body = resp.into_body();
             let reply = if is_sse {
-                read_sse_reply(&mut body, id).await?
+                read_sse_reply(&mut body, id, relay).await?
             } else {
                 let bytes = read_limited(body).await?;
                 reply_from(
@@ -244,6 +249,66 @@ impl HttpTarget {
             Ok((reply, session_id))
         })
         .await?
+    }
+}
+
+impl HttpTarget {
+    /// Opens the server-to-client stream of `session` (`GET`); `None` when the target
+    /// offers none (405) or the session is stateless.
+    pub async fn open_stream(
+        &self,
+        session: &UpstreamSession,
+        timeout: Duration,
+    ) -> Result<Option<EventStream>, TargetError> {
+        let Some(id) = &session.id else {
+            return Ok(None);
+        };
+        let mut req = Request::new(body::empty());
+        *req.uri_mut() = self
+            .path
+            .as_str()
+            .parse()
+            .map_err(|_| TargetError::Protocol("invalid path".into()))?;
+        let h = req.headers_mut();
+        h.insert(header::HOST, self.host.clone());
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(SESSION_HEADER, header_value(id)?);
+        h.insert(VERSION_HEADER, header_value(&session.version)?);
+        let resp = within(timeout, self.client.send(req)).await??;
+        match resp.status() {
+            StatusCode::METHOD_NOT_ALLOWED => Ok(None),
+            StatusCode::NOT_FOUND => Err(TargetError::SessionGone),
+            s if s.is_success() => Ok(Some(EventStream {
+                body: resp.into_body(),
+            })),
+            s => Err(TargetError::Status(s)),
+        }
+    }
+}
+
+/// A target's server-to-client stream.
+#[derive(Debug)]
+pub struct EventStream {
+    body: hyper::body::Incoming,
+}
+
+impl EventStream {
+    /// Passes every message on the stream to `relay` until the stream ends.
+    pub async fn relay_all(mut self, relay: &Relay) {
+        let mut parser = SseParser::default();
+        while let Some(Ok(frame)) = self.body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for event in parser.push(&data) {
+                if let Ok(msg) = serde_json::from_str::<Value>(&event) {
+                    relay.forward(msg);
+                }
+            }
+        }
     }
 }
 
@@ -267,10 +332,11 @@ async fn read_limited(mut body: hyper::body::Incoming) -> Result<Bytes, TargetEr
 }
 
 /// Reads SSE events until the response to `id`. Other messages on the stream
-/// (progress, logging, server requests) are skipped in this version of the gateway.
+/// (progress, logging, server requests) go to `relay`, or are skipped without one.
 async fn read_sse_reply(
     body: &mut hyper::body::Incoming,
     id: &Value,
+    relay: Option<&Relay>,
 ) -> Result<Reply, TargetError> {
     let mut parser = SseParser::default();
     let mut seen = 0usize;
@@ -287,6 +353,7 @@ async fn read_sse_reply(
             match serde_json::from_str::<Value>(&event) {
                 Ok(msg) => match reply_from(&msg, id) {
                     Some(reply) => return Ok(reply),
+                    None if relay.is_some_and(|r| r.forward(msg)) => {}
                     None => {
                         tracing::debug!(message = %event, "skipping an upstream stream message")
                     }

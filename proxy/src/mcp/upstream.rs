@@ -13,8 +13,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::jsonrpc;
+use super::relay::Relay;
 use super::stdio::StdioTarget;
-use super::streamable::HttpTarget;
+use super::streamable::{EventStream, HttpTarget};
 use crate::http::upstream::UpstreamError;
 
 /// Header carrying a streamable-HTTP session id.
@@ -130,17 +131,19 @@ impl Target {
         }
     }
 
-    /// Sends a request in `session` and waits for the response to `id`.
+    /// Sends a request in `session` and waits for the response to `id`; what the target
+    /// sends meanwhile (progress, logs, server requests) goes to `relay`.
     pub async fn request(
         &self,
         session: &UpstreamSession,
         msg: &Value,
         id: &Value,
         timeout: Duration,
+        relay: Option<&Relay>,
     ) -> Result<Reply, TargetError> {
         match &self.transport {
-            Transport::Http(t) => t.request(session, msg, id, timeout).await,
-            Transport::Stdio(t) => t.request(session, msg, timeout).await,
+            Transport::Http(t) => t.request(session, msg, id, timeout, relay).await,
+            Transport::Stdio(t) => t.request(session, msg, timeout, relay).await,
         }
     }
 
@@ -154,6 +157,18 @@ impl Target {
         match &self.transport {
             Transport::Http(t) => t.notify(session, msg, timeout).await,
             Transport::Stdio(t) => t.notify(session, msg).await,
+        }
+    }
+
+    /// Opens the target's server-to-client stream for `session`, if it offers one.
+    pub async fn open_stream(
+        &self,
+        session: &UpstreamSession,
+        timeout: Duration,
+    ) -> Result<Option<EventStream>, TargetError> {
+        match &self.transport {
+            Transport::Http(t) => t.open_stream(session, timeout).await,
+            Transport::Stdio(_) => Ok(None),
         }
     }
 
@@ -173,11 +188,13 @@ impl Target {
     }
 }
 
-/// The `initialize` request the gateway sends, with its own client identity.
+/// The `initialize` request the gateway sends, with its own client identity. It offers
+/// what it can relay to clients (sampling, elicitation, roots); a client without the
+/// capability answers the relayed request with an error, which the target gets.
 pub fn initialize_request(id: &Value, version: &str) -> Value {
     let params = json!({
         "protocolVersion": version,
-        "capabilities": {},
+        "capabilities": { "sampling": {}, "elicitation": {}, "roots": { "listChanged": true } },
         "clientInfo": { "name": "agentmesh", "version": env!("CARGO_PKG_VERSION") },
     });
     jsonrpc::request(id, "initialize", Some(params))

@@ -108,6 +108,8 @@ pub struct Metrics {
     config_generation: Gauge,
     /// Sidecar capture metrics.
     pub sidecar: super::sidecar::SidecarMetrics,
+    /// xDS client metrics.
+    pub xds: super::xds::XdsMetrics,
     /// The MCP gateway's families.
     mcp: crate::mcp::metrics::McpMetrics,
     /// Serializes config-reload bookkeeping so timestamp and generation move together.
@@ -239,11 +241,13 @@ impl Metrics {
         );
 
         let sidecar = super::sidecar::SidecarMetrics::register(&mut registry);
+        let xds = super::xds::XdsMetrics::register(&mut registry);
         let mcp = crate::mcp::metrics::McpMetrics::register(&mut registry);
         Arc::new(Metrics {
             mcp,
             registry,
             sidecar,
+            xds,
             requests,
             request_duration,
             request_errors,

@@ -11,6 +11,7 @@ mod labels;
 pub mod logging;
 pub mod metrics;
 pub mod sidecar;
+pub mod xds;
 
 pub use logging::{LogControl, LogError, LogFormat};
 pub use metrics::{

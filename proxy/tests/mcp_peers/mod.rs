@@ -66,13 +66,23 @@ impl FastMcp {
 
     /// Starts the server on `port`.
     pub fn start_on(name: &str, port: u16) -> FastMcp {
+        Self::start_script("fastmcp_server.py", name, port)
+    }
+
+    /// Starts e2e/mcp/relay_server.py (tools that report progress, log, elicit, sample,
+    /// wait to be cancelled and change the tool list) on a free port.
+    pub fn start_relay(name: &str) -> FastMcp {
+        Self::start_script("relay_server.py", name, super::support::free_port())
+    }
+
+    fn start_script(script: &str, name: &str, port: u16) -> FastMcp {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("timeout")
             .args(["-k", "5", "300"])
             .arg(python())
-            .arg(fixture("fastmcp_server.py"))
+            .arg(fixture(script))
             .args([name, &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -201,6 +211,15 @@ pub fn stdio_target(name: &str, mark: &str, mode: &str) -> String {
         "    - name: {name}\n      stdio:\n        command: {}\n        args: [{}, {name}, stdio, {mark}]\n        env: {{ PYTHONUNBUFFERED: \"1\" }}\n        mode: {mode}\n",
         python().display(),
         fixture("fastmcp_server.py").display(),
+    )
+}
+
+/// The YAML of a per-session stdio target running e2e/mcp/relay_server.py.
+pub fn relay_stdio_target(name: &str) -> String {
+    format!(
+        "    - name: {name}\n      stdio:\n        command: {}\n        args: [{}, {name}, stdio]\n        env: {{ PYTHONUNBUFFERED: \"1\" }}\n",
+        python().display(),
+        fixture("relay_server.py").display(),
     )
 }
 

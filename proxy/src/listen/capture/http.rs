@@ -6,7 +6,9 @@
 //!
 //! Where "where it was going" is, and whether the proxy speaks TLS to it, is a
 //! [`Target`]: plain to the original destination, TLS the proxy opens (egress `ORIGINATE`,
-//! or re-encryption of intercepted TLS), or the app's port on loopback.
+//! or re-encryption of intercepted TLS), or the app's port on loopback. A request a
+//! capture bind serves gets the same target as its [`OriginalDestination`]: a route
+//! without backends applies its policies and sends there.
 //!
 //! The decision is made per request, not per connection, because one keep-alive
 //! connection to `10.0.0.5:8080` may carry requests for several virtual hosts.
@@ -31,7 +33,7 @@ use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
 use crate::http::forward::{self, Head, Outbound, OutboundBody};
 use crate::http::route::request_host;
-use crate::http::service::{ConnContext, HttpService};
+use crate::http::service::{ConnContext, HttpService, OriginalDestination};
 use crate::http::upstream::{ConnectionObserver, UpstreamClient, UpstreamError};
 use crate::telemetry::metrics::{Metrics, RequestLabels};
 use crate::telemetry::sidecar::CapturedProtocol;
@@ -157,6 +159,34 @@ impl PassthroughBackends {
     }
 }
 
+/// A captured request's [`Target`] as the pipeline's [`OriginalDestination`]: what a
+/// route of a capture bind without backends sends to.
+struct OriginalTarget {
+    target: Target,
+    passthrough: Arc<PassthroughBackends>,
+    /// Whether sending opens TLS the app did not ask for (egress `ORIGINATE`), counted.
+    originates: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl OriginalDestination for OriginalTarget {
+    fn backend(&self) -> Result<Arc<Backend>, UpstreamError> {
+        let backend = self.passthrough.get(&self.target).map_err(|cause| {
+            tracing::warn!(dst = %self.target.addr, error = %cause, "cannot make a client for the original destination");
+            UpstreamError::Connect {
+                backend: self.target.backend_name().into(),
+                address: self.target.addr.to_string(),
+                source: cause.clone().into(),
+                cause,
+            }
+        })?;
+        if self.originates {
+            self.metrics.sidecar.originated();
+        }
+        Ok(backend)
+    }
+}
+
 /// Which captured traffic a connection carries.
 #[derive(Debug, Clone)]
 pub enum Side {
@@ -204,18 +234,27 @@ impl CapturedHttp {
                 Some(config.sidecar.decide(host.as_deref(), self.dst)),
             ),
         };
+        let target = self.target(host.as_deref(), verdict.as_ref().map(|v| &v.tls));
         if let Some(bind) = bind
             && bind.listener_for(host.as_deref()).is_some()
         {
             let mut conn = self.conn.clone();
             conn.bind_key = bind.key.as_str().into();
             drop(config);
+            // A route without backends sends where the app was sending, as an unmatched
+            // request would go.
+            let original = OriginalTarget {
+                originates: target.tls.is_some() && matches!(self.side, Side::Outbound),
+                target,
+                passthrough: self.passthrough.clone(),
+                metrics: self.metrics.clone(),
+            };
             return HttpService::new(self.store, self.metrics, conn)
+                .with_original_destination(Arc::new(original))
                 .handle(req)
                 .await;
         }
         drop(config);
-        let target = self.target(host.as_deref(), verdict.as_ref().map(|v| &v.tls));
         let start = Instant::now();
         let method = req.method().clone();
         let host = host.unwrap_or_default();

