@@ -33,3 +33,31 @@ async fn request_goes_through_with_header_policies_and_is_counted() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_and_multi_thread_schedulers_both_serve() {
+    let up = TestUpstream::start("one").await;
+    for threads in ["1", "2"] {
+        let port = free_port();
+        let routes = "    - name: all\n      backends:\n      - backend: one";
+        let backends = format!("- name: one\n  host: {{ address: \"{}\" }}", up.addr);
+        let proxy = Proxy::start_with(
+            &simple_config(port, routes, &backends),
+            &["--worker-threads", threads],
+        );
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..3 {
+            let got = client::get(addr, "example.com", "/x").await;
+            assert_eq!(
+                got.status,
+                200,
+                "--worker-threads {threads}: {}",
+                proxy.logs()
+            );
+        }
+        assert_eq!(
+            proxy.metric("agentmesh_requests_total", &[("status_class", "2xx")]),
+            3.0
+        );
+    }
+}
