@@ -7,10 +7,11 @@
 //! failing test leaves nothing behind. Everything listens on 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+use super::support::process::ServerProcess;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -49,13 +50,14 @@ pub fn dead_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A FastMCP server (e2e/mcp/fastmcp_server.py) named `name`.
-pub struct FastMcp {
-    pub name: String,
-    pub addr: SocketAddr,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// A FastMCP server (e2e/mcp/fastmcp_server.py) named `name`; stopped when dropped.
+pub struct FastMcp(ServerProcess);
+
+impl std::ops::Deref for FastMcp {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.0
+    }
 }
 
 impl FastMcp {
@@ -76,80 +78,17 @@ impl FastMcp {
     }
 
     fn start_script(script: &str, name: &str, port: u16) -> FastMcp {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("server.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("timeout")
-            .args(["-k", "5", "300"])
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "300"])
             .arg(python())
             .arg(fixture(script))
-            .args([name, &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("timeout (coreutils) and python must be available");
-        let mut server = FastMcp {
-            name: name.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("FastMCP {name} exited with {status}:\n{}", server.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "FastMCP {name} did not listen within 30s:\n{}",
-                server.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    /// The server's MCP endpoint.
-    pub fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    /// What the server printed.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+            .args([name, &port.to_string()]);
+        FastMcp(ServerProcess::start(name, port, cmd))
     }
 
     /// Stops the server and waits until it is gone.
-    pub fn stop(mut self) {
-        self.kill();
-    }
-
-    /// SIGTERM to `timeout`, which passes it on to python (a SIGKILL would orphan
-    /// python); SIGKILL only if that does not end it within 5 s.
-    fn kill(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for FastMcp {
-    fn drop(&mut self) {
-        self.kill();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -8,10 +8,10 @@
 //! failing test leaves nothing behind. Everything listens on 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+use super::support::process::ServerProcess;
 
 /// e2e/mcp/ts, after checking that its node_modules are installed.
 pub fn ts_dir() -> PathBuf {
@@ -38,12 +38,13 @@ pub fn node22() -> PathBuf {
 }
 
 /// A node server process (a fixture script or a package's bin), killed when dropped.
-pub struct NodeServer {
-    pub name: String,
-    pub addr: SocketAddr,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+pub struct NodeServer(ServerProcess);
+
+impl std::ops::Deref for NodeServer {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.0
+    }
 }
 
 impl NodeServer {
@@ -56,39 +57,12 @@ impl NodeServer {
         env: &[(&str, &str)],
         port: u16,
     ) -> NodeServer {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("server.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("timeout")
-            .args(["-k", "5", "300", "node", script])
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "300", "node", script])
             .args(args)
             .envs(env.iter().copied())
-            .current_dir(ts_dir())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("timeout (coreutils) and node must be available");
-        let mut server = NodeServer {
-            name: name.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("{name} exited with {status}:\n{}", server.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen within 30s:\n{}",
-                server.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+            .current_dir(ts_dir());
+        NodeServer(ServerProcess::start(name, port, cmd))
     }
 
     /// The TypeScript SDK server fixture (e2e/mcp/ts/server.mjs) named `name`.
@@ -107,42 +81,6 @@ impl NodeServer {
             &[("PORT", &port.to_string())],
             port,
         )
-    }
-
-    /// The server's MCP endpoint.
-    pub fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    /// What the server printed.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM to `timeout`, which passes it on to node; SIGKILL if that does not end it
-    /// within 5 s.
-    fn kill(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NodeServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 pub mod client;
+pub mod process;
 pub mod upstream;
 
 use std::io::Read;
