@@ -3,6 +3,9 @@
 
 Usage: python client_v1.py URL SCENARIO [ARGS...]
 
+With MCP_CLIENT_TRANSPORT=sse in the environment it connects with the legacy HTTP+SSE
+transport (`sse_client`, URL being the SSE endpoint) instead of streamable HTTP.
+
 Prints one JSON object (what the client observed) on stdout; the Rust test asserts on
 it. Exits non-zero with the error on stderr when the SDK raises.
 
@@ -23,11 +26,14 @@ Scenarios:
 """
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 
 import anyio
 from mcp import ClientSession, types
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamablehttp_client
 
 
@@ -143,9 +149,21 @@ async def cancel(session, tool, counter):
     return out
 
 
+@contextlib.asynccontextmanager
+async def connect(url):
+    """(read, write, get_session_id) over the transport the environment names."""
+    if os.environ.get("MCP_CLIENT_TRANSPORT") == "sse":
+        endpoint = {}
+        async with sse_client(url, on_session_created=lambda sid: endpoint.update(sid=sid)) as (read, write):
+            yield read, write, lambda: endpoint.get("sid")
+    else:
+        async with streamablehttp_client(url) as (read, write, get_session_id):
+            yield read, write, get_session_id
+
+
 async def main():
     url, scenario, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    async with streamablehttp_client(url) as (read, write, get_session_id):
+    async with connect(url) as (read, write, get_session_id):
         async with ClientSession(
             read,
             write,

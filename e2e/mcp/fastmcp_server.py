@@ -1,9 +1,10 @@
 """A real MCP server for the gateway tests: Python SDK 1.x FastMCP over streamable HTTP.
 
-Usage: python fastmcp_server.py NAME PORT
+Usage: python fastmcp_server.py NAME PORT [sse]
        python fastmcp_server.py NAME stdio [MARK]
 
-With a port it serves streamable HTTP on 127.0.0.1:PORT. With `stdio` it speaks MCP on
+With a port it serves streamable HTTP on 127.0.0.1:PORT (at /mcp), or with `sse` the
+legacy HTTP+SSE transport (GET /sse, POST /messages/). With `stdio` it speaks MCP on
 stdin/stdout (newline-delimited JSON-RPC) as a gateway's stdio target, writes one line
 to stderr when it starts, and exits at EOF on stdin. MARK is ignored: tests put a unique
 word on the command line to find the process.
@@ -80,4 +81,4 @@ if __name__ == "__main__":
         print(f"{name} stdio server ready", file=sys.stderr, flush=True)
         server.run(transport="stdio")
     else:
-        server.run(transport="streamable-http")
+        server.run(transport="sse" if sys.argv[3:4] == ["sse"] else "streamable-http")

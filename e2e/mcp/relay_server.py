@@ -2,8 +2,11 @@
 gateway's relay tests: Python SDK 1.x FastMCP over streamable HTTP (the default SSE
 answers, with the session's GET stream).
 
-Usage: python relay_server.py NAME PORT
+Usage: python relay_server.py NAME PORT [sse]
        python relay_server.py NAME stdio   (MCP on stdin/stdout, a stdio target)
+
+With `sse` it serves the legacy HTTP+SSE transport (GET /sse, POST /messages/), where
+every message to the client, answers included, goes on the one event stream.
 
 Tools, each mentioning NAME so a test can tell targets apart:
 - `count(n)`: reports progress n times and logs each step (ctx.info), then answers.
@@ -93,4 +96,7 @@ async def grow(ctx: Context) -> str:
 
 
 if __name__ == "__main__":
-    server.run(transport="stdio" if stdio else "streamable-http")
+    if stdio:
+        server.run(transport="stdio")
+    else:
+        server.run(transport="sse" if sys.argv[3:4] == ["sse"] else "streamable-http")

@@ -3,6 +3,9 @@
 //
 // Usage: node client.mjs URL SCENARIO [ARGS...]
 //
+// With MCP_CLIENT_TRANSPORT=sse in the environment it connects with the legacy HTTP+SSE
+// transport (`SSEClientTransport`, URL being the SSE endpoint) instead.
+//
 // Prints one JSON object (what the client observed) on stdout; the Rust test asserts on
 // it. Exits non-zero with the error on stderr when the SDK throws.
 //
@@ -16,6 +19,7 @@
 // - `prompt NAME JSON_ARGS`: get one prompt (role and text of each message).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 
 const [url, scenario, ...args] = process.argv.slice(2);
 const texts = (r) => (r.content ?? []).filter((c) => c.type === "text").map((c) => c.text);
@@ -55,7 +59,8 @@ async function tour(client) {
   return out;
 }
 
-const transport = new StreamableHTTPClientTransport(new URL(url));
+const legacy = process.env.MCP_CLIENT_TRANSPORT === "sse";
+const transport = legacy ? new SSEClientTransport(new URL(url)) : new StreamableHTTPClientTransport(new URL(url));
 const client = new Client({ name: "agentmesh-ts-test-client", version: "1.0.0" });
 try {
   await client.connect(transport);
@@ -81,7 +86,7 @@ try {
   } else {
     throw new Error(`unknown scenario ${scenario}`);
   }
-  await transport.terminateSession().catch(() => {});
+  if (!legacy) await transport.terminateSession().catch(() => {});
   await client.close();
   console.log(JSON.stringify(out));
 } catch (e) {

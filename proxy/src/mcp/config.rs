@@ -12,9 +12,9 @@ use agentmesh_proto::config::v1 as pb;
 use http::HeaderValue;
 use http::uri::{PathAndQuery, Scheme, Uri};
 
+use super::remote::{HttpAddress, RemoteTarget};
 use super::session::{self, SessionCipher};
 use super::stdio::{StdioMode, StdioSpec, StdioTarget};
-use super::streamable::HttpTarget;
 use super::upstream::Target;
 use super::{BackendState, FailureMode, McpBackend, Naming, names};
 use crate::http::upstream::UpstreamPool;
@@ -62,9 +62,25 @@ pub fn compile(
         }
         match &t.transport {
             Some(pb::mcp_target::Transport::Url(url)) => {
-                match http_target(key, &t.name, url, upstreams) {
-                    Ok(target) => targets.push(Arc::new(target)),
+                match http_address(key, &t.name, url, upstreams) {
+                    Ok(addr) => targets.push(Arc::new(Target::http(RemoteTarget::new(
+                        &t.name,
+                        addr,
+                        false,
+                        state.sse.clone(),
+                    )))),
                     Err(reason) => problems.push((field("url"), reason)),
+                }
+            }
+            Some(pb::mcp_target::Transport::Sse(url)) => {
+                match http_address(key, &t.name, url, upstreams) {
+                    Ok(addr) => targets.push(Arc::new(Target::http(RemoteTarget::new(
+                        &t.name,
+                        addr,
+                        true,
+                        state.sse.clone(),
+                    )))),
+                    Err(reason) => problems.push((field("sse"), reason)),
                 }
             }
             Some(pb::mcp_target::Transport::Stdio(stdio)) => match stdio_target(stdio) {
@@ -77,7 +93,8 @@ pub fn compile(
             },
             None => problems.push((
                 field("url"),
-                "a target needs a url (streamable HTTP) or stdio (a command)".into(),
+                "a target needs a url (streamable HTTP), sse (legacy HTTP+SSE) or stdio (a command)"
+                    .into(),
             )),
         }
     }
@@ -176,12 +193,12 @@ fn stdio_target(s: &pb::McpStdio) -> Result<StdioSpec, (&'static str, String)> {
     })
 }
 
-fn http_target(
+fn http_address(
     backend: &str,
     name: &str,
     url: &str,
     upstreams: &UpstreamPool,
-) -> Result<Target, String> {
+) -> Result<HttpAddress, String> {
     let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     let tls = match uri.scheme() {
         Some(s) if *s == Scheme::HTTP => None,
@@ -210,5 +227,12 @@ fn http_target(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok(Target::http(HttpTarget::new(name, url, client, host, path)))
+    Ok(HttpAddress {
+        url: url.to_owned(),
+        client,
+        scheme: uri.scheme().cloned().unwrap_or(Scheme::HTTP),
+        authority: authority.clone(),
+        host,
+        path,
+    })
 }

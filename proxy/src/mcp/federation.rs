@@ -105,6 +105,9 @@ impl Ctx<'_> {
                     target: t.name.clone(),
                     error,
                 });
+            if let Ok((up, _)) = &r {
+                self.count_fallback(t, up);
+            }
             self.count(
                 t,
                 "initialize",
@@ -545,6 +548,7 @@ impl Ctx<'_> {
             target: t.name.clone(),
             error,
         })?;
+        self.count_fallback(t, &up);
         self.backend.state.remember_offer(&t.name, &offer);
         self.metrics
             .record_upstream_init(&self.backend.key, &t.name);
@@ -577,6 +581,17 @@ impl Ctx<'_> {
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Counts an upstream session opened over the other transport than configured.
+    fn count_fallback(&self, t: &Target, up: &UpstreamSession) {
+        if up.sse != t.configured_sse() {
+            self.metrics.record_fallback(
+                &self.backend.key,
+                &t.name,
+                super::remote::transport_name(up.sse),
+            );
         }
     }
 

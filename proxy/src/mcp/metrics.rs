@@ -44,6 +44,13 @@ struct TargetSet {
     target: NameLabel,
 }
 
+#[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
+struct FallbackSet {
+    backend: NameLabel,
+    target: NameLabel,
+    transport: &'static str,
+}
+
 fn new_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
 }
@@ -54,6 +61,7 @@ pub struct McpMetrics {
     duration: Family<DurationSet, Histogram, fn() -> Histogram>,
     sessions: Family<BackendSet, Gauge>,
     reinits: Family<TargetSet, Counter>,
+    fallbacks: Family<FallbackSet, Counter>,
 }
 
 impl std::fmt::Debug for McpMetrics {
@@ -107,11 +115,18 @@ impl McpMetrics {
             "Upstream MCP sessions opened after the client's initialize (target restarted or added), by target",
             reinits.clone(),
         );
+        let fallbacks = Family::<FallbackSet, Counter>::default();
+        registry.register(
+            "mcp_transport_fallbacks",
+            "Upstream MCP sessions opened over the other HTTP transport than the target is configured with (transport: the one used, sse or streamable_http), by target",
+            fallbacks.clone(),
+        );
         McpMetrics {
             requests,
             duration,
             sessions,
             reinits,
+            fallbacks,
         }
     }
 
@@ -150,6 +165,18 @@ impl McpMetrics {
             .get_or_create(&TargetSet {
                 backend: NameLabel(backend.clone()),
                 target: NameLabel(target.clone()),
+            })
+            .inc();
+    }
+
+    /// Counts an upstream session opened over `transport` (`sse` or `streamable_http`),
+    /// which the target is not configured with.
+    pub fn record_fallback(&self, backend: &Arc<str>, target: &Arc<str>, transport: &'static str) {
+        self.fallbacks
+            .get_or_create(&FallbackSet {
+                backend: NameLabel(backend.clone()),
+                target: NameLabel(target.clone()),
+                transport,
             })
             .inc();
     }
@@ -194,11 +221,15 @@ mod tests {
         m.mcp().record(&call, Duration::from_millis(3));
         m.mcp().set_sessions(&backend, 2);
         m.mcp().record_upstream_init(&backend, &target);
+        m.mcp().record_fallback(&backend, &target, "sse");
         let text = m.encode();
         assert!(text.contains(r#"agentmesh_mcp_requests_total{backend="tools",method="tools/call",target="docs",tool="docs_search",outcome="ok"} 1"#), "{text}");
         assert!(text.contains(r#"agentmesh_mcp_sessions_active{backend="tools"} 2"#));
         assert!(text.contains(
             r#"agentmesh_mcp_upstream_session_inits_total{backend="tools",target="docs"} 1"#
+        ));
+        assert!(text.contains(
+            r#"agentmesh_mcp_transport_fallbacks_total{backend="tools",target="docs",transport="sse"} 1"#
         ));
         assert_eq!(method_label("tools/explode"), "other");
     }

@@ -11,8 +11,11 @@
 //! - `items`: list kinds and the URIs inside results.
 //! - `names`: prefixes, URI rewriting and the composite cursor (pure).
 //! - `session`: the encrypted, self-describing client session id and idle expiry.
+//! - `legacy`: the downstream legacy HTTP+SSE transport (2024-11-05 clients): the event
+//!   stream, its POST endpoint, over the same sessions and federation.
 //! - `upstream`: a target whatever its transport, its upstream session and errors;
-//!   `streamable` (streamable HTTP) and `stdio` (a child process) are the transports.
+//!   `remote` (HTTP, with the fallback between) over `streamable` (streamable HTTP) and
+//!   `sse` (legacy HTTP+SSE), and `stdio` (a child process) are the transports.
 //! - `relay`: messages outside request/response pairs (progress, logs, server-to-client
 //!   requests, cancellation) and how their ids and tokens are mapped.
 //! - `stream`: SSE answers to the client: streamed responses and the GET stream.
@@ -27,12 +30,15 @@ pub mod config;
 pub mod federation;
 pub mod items;
 pub mod jsonrpc;
+pub mod legacy;
 pub mod metrics;
 pub mod modern;
 pub mod names;
 pub mod relay;
+pub mod remote;
 pub mod server;
 pub mod session;
+pub mod sse;
 pub mod stdio;
 pub mod stream;
 pub mod streamable;
@@ -41,8 +47,10 @@ pub mod upstream;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+use self::legacy::LegacyStreams;
 pub use self::server::serve;
 use self::session::{SessionCipher, SessionTable};
+use self::sse::SsePool;
 use self::stdio::StdioPool;
 use self::upstream::Target;
 
@@ -119,6 +127,10 @@ pub struct BackendState {
     pub sessions: SessionTable,
     /// Processes of the stdio targets.
     pub stdio: Arc<StdioPool>,
+    /// Event streams of upstream sessions over legacy HTTP+SSE.
+    pub sse: Arc<SsePool>,
+    /// Event streams of clients of the legacy HTTP+SSE transport.
+    pub legacy: LegacyStreams,
     /// Client-facing tool names the targets listed: the only tool label values.
     known_tools: Mutex<HashSet<Arc<str>>>,
     /// Without prefixes: which target owns a name (first in config order wins).
@@ -147,6 +159,8 @@ impl BackendState {
         let state = Arc::new(BackendState {
             sessions: SessionTable::new(idle),
             stdio: Arc::new(StdioPool::new(idle)),
+            sse: Arc::default(),
+            legacy: LegacyStreams::default(),
             known_tools: Mutex::default(),
             owners: Mutex::default(),
             offers: Mutex::default(),

@@ -13,6 +13,9 @@
 //!   over the targets' (`stream`); `DELETE` ends the session and its upstream sessions.
 //! - A message of the 2026-07-28 style (no session; see `modern`) is served without a
 //!   session id, over sessions the gateway holds.
+//! - The legacy HTTP+SSE transport (`legacy`) shares the path: a `GET` without
+//!   `Mcp-Session-Id` opens its event stream, a `POST` with `?sessionId=` is one of its
+//!   messages.
 //!
 //! Status rules: 406 when the client accepts neither JSON nor SSE, 415 when the body is
 //! not `application/json`, 400 for malformed JSON-RPC, 400 (-32022, listing the
@@ -33,7 +36,7 @@ use super::federation::{Ctx, ListKind, Session};
 use super::jsonrpc::{self, ClientMessage, McpError};
 use super::session::SessionError;
 use super::upstream::{SESSION_HEADER, VERSION_HEADER};
-use super::{McpBackend, SUPPORTED_VERSIONS, modern, relay, stream};
+use super::{McpBackend, SUPPORTED_VERSIONS, legacy, modern, relay, stream};
 use crate::config::ir::Policies;
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
@@ -87,9 +90,15 @@ pub async fn serve(
                     })?
                     .to_bytes(),
             };
-            post(&ctx, metrics, &head.headers, bytes).await
+            match legacy::stream_key(&head.uri) {
+                Some(key) => legacy::post(&ctx, metrics, &head.headers, key, bytes).await,
+                None => post(&ctx, metrics, &head.headers, bytes).await,
+            }
         }
         Method::DELETE => delete(&ctx, &head.headers).await,
+        Method::GET if legacy::wants_stream(&head.headers) => {
+            legacy::open(&ctx, metrics, &head.headers, head.uri.path())
+        }
         Method::GET => get(&ctx, &head.headers).await,
         _ => {
             let mut resp = plain(
@@ -166,7 +175,7 @@ fn answer_style(headers: &HeaderMap) -> Option<Answer> {
 }
 
 /// Whether the client takes an SSE answer.
-fn accepts_sse(headers: &HeaderMap) -> bool {
+pub(super) fn accepts_sse(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -278,14 +287,7 @@ async fn post(
                 Ok(s) => s,
                 Err(e) => return rpc(e.0, &jsonrpc::error(None, &e.1), style),
             };
-            // The gateway sent `notifications/initialized` to each target itself.
-            if method == "notifications/cancelled" {
-                cancel(ctx, &session, params);
-            } else if method != "notifications/initialized" {
-                let targets = upstreams_of(ctx.backend, &session);
-                let msg = jsonrpc::notification(&method, params);
-                tokio::spawn(notify_all(targets, msg, ctx.timeout));
-            }
+            client_notification(ctx, &session, &method, params);
             accepted()
         }
         ClientMessage::Response { id, message } => {
@@ -333,9 +335,32 @@ async fn post_modern(
     }
 }
 
+/// A client's notification: `notifications/cancelled` to the targets running the
+/// request, others to every target of the session (in the background).
+pub(super) fn client_notification(
+    ctx: &Ctx<'_>,
+    session: &Session,
+    method: &str,
+    params: Option<Value>,
+) {
+    // The gateway sent `notifications/initialized` to each target itself.
+    if method == "notifications/cancelled" {
+        cancel(ctx, session, params);
+    } else if method != "notifications/initialized" {
+        let targets = upstreams_of(ctx.backend, session);
+        let msg = jsonrpc::notification(method, params);
+        tokio::spawn(notify_all(targets, msg, ctx.timeout));
+    }
+}
+
 /// A client's response to a relayed server request: to the target that asked, in the
 /// client's upstream session, under the target's own id.
-async fn answer_server_request(ctx: &Ctx<'_>, session: &Session, id: &Value, mut message: Value) {
+pub(super) async fn answer_server_request(
+    ctx: &Ctx<'_>,
+    session: &Session,
+    id: &Value,
+    mut message: Value,
+) {
     let routed = relay::parse_server_request_id(id).and_then(|(target, original)| {
         let t = ctx.backend.target(target)?;
         Some((t.clone(), session.upstream(target)?.clone(), original))
@@ -394,17 +419,27 @@ async fn delete(ctx: &Ctx<'_>, headers: &HeaderMap) -> Response<Body> {
         Ok(s) => s,
         Err((status, e)) => return rpc(status, &jsonrpc::error(None, &e), Answer::Json),
     };
-    let mut targets = upstreams_of(ctx.backend, &session);
-    for later in ctx.backend.state.sessions.end(&session.id) {
-        if let Some(t) = ctx.backend.target(&later.target) {
+    end_session(ctx.backend, ctx.metrics, &session, ctx.timeout).await;
+    plain(StatusCode::OK, "")
+}
+
+/// Ends a client session here and its upstream sessions (client DELETE, legacy stream
+/// closed).
+pub(super) async fn end_session(
+    backend: &McpBackend,
+    metrics: &super::metrics::McpMetrics,
+    session: &Session,
+    timeout: Duration,
+) {
+    let mut targets = upstreams_of(backend, session);
+    for later in backend.state.sessions.end(&session.id) {
+        if let Some(t) = backend.target(&later.target) {
             targets.retain(|(x, _)| x.name != t.name);
             targets.push((t.clone(), later));
         }
     }
-    ctx.metrics
-        .set_sessions(&ctx.backend.key, ctx.backend.state.sessions.active());
-    end_all(targets, ctx.timeout).await;
-    plain(StatusCode::OK, "")
+    metrics.set_sessions(&backend.key, backend.state.sessions.active());
+    end_all(targets, timeout).await;
 }
 
 /// The session a request names, checked against the table.
@@ -417,6 +452,14 @@ fn open_session(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Session, (StatusCo
             ),
         ));
     };
+    session_by_id(ctx.backend, id)
+}
+
+/// Session `id`, checked against the table (and touched).
+pub(super) fn session_by_id(
+    backend: &McpBackend,
+    id: &str,
+) -> Result<Session, (StatusCode, McpError)> {
     let gone = |e: SessionError| {
         let what = match e {
             SessionError::Unknown => "unknown session",
@@ -424,8 +467,8 @@ fn open_session(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Session, (StatusCo
         };
         (StatusCode::NOT_FOUND, McpError::SessionNotFound(what))
     };
-    let state = ctx.backend.cipher.open(id).map_err(gone)?;
-    let later = ctx.backend.state.sessions.touch(id).map_err(gone)?;
+    let state = backend.cipher.open(id).map_err(gone)?;
+    let later = backend.state.sessions.touch(id).map_err(gone)?;
     Ok(Session {
         id: id.to_owned(),
         state,
@@ -500,6 +543,11 @@ async fn end_all(
     .await;
 }
 
+/// A JSON-RPC message as a JSON answer.
+pub(super) fn rpc_json(status: StatusCode, msg: &Value) -> Response<Body> {
+    rpc(status, msg, Answer::Json)
+}
+
 fn rpc(status: StatusCode, msg: &Value, style: Answer) -> Response<Body> {
     let json = msg.to_string();
     let (bytes, content_type) = match style {
@@ -520,7 +568,7 @@ fn rpc(status: StatusCode, msg: &Value, style: Answer) -> Response<Body> {
     resp
 }
 
-fn accepted() -> Response<Body> {
+pub(super) fn accepted() -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::ACCEPTED;
     resp

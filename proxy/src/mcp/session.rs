@@ -296,6 +296,7 @@ mod tests {
                 target: "docs".into(),
                 id: Some("abc".into()),
                 version: "2025-06-18".into(),
+                sse: false,
             }],
         }
     }

@@ -7,8 +7,10 @@
 //! - `GET` opens the server-to-client stream: one merged stream over the `GET` streams
 //!   of the client's upstream sessions (streamable-HTTP targets that offer one), carrying
 //!   list-changed and resource-updated notifications and server requests not tied to a
-//!   client request. Stdio targets have no such stream. A client whose targets offer no
-//!   stream gets 405, as the transport spec allows.
+//!   client request (for a legacy SSE target, what its one event stream carries outside
+//!   requests). Stdio targets have no such stream. A client whose targets offer no
+//!   stream gets 405, as the transport spec allows. The legacy transport (`legacy`)
+//!   relays the same upstream streams onto its event stream.
 //!
 //! The work behind a stream runs in a task owned by the response body: a client that
 //! goes away stops it (and the upstream requests and streams with it).
@@ -30,7 +32,7 @@ use tokio::task::JoinHandle;
 use super::authz::Caller;
 use super::federation::{Ctx, Session};
 use super::jsonrpc::{self, McpError};
-use super::relay::Relay;
+use super::relay::{ClientStream, Relay};
 use super::upstream::{Target, UpstreamSession};
 use crate::http::body::{self, Body};
 use crate::telemetry::Metrics;
@@ -109,40 +111,8 @@ fn respond_after(
 
 /// Serves `GET`: the merged server-to-client stream of the client's upstream sessions.
 pub async fn get(ctx: &Ctx<'_>, session: &Session) -> Response<Body> {
-    let ups: Vec<(Arc<Target>, UpstreamSession)> = ctx
-        .backend
-        .targets
-        .iter()
-        .filter_map(|t| Some((t.clone(), session.upstream(&t.name)?.clone())))
-        .collect();
-    let opened = join_all(
-        ups.iter()
-            .map(|(t, up)| async move { t.open_stream(up, ctx.timeout).await }),
-    )
-    .await;
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut readers = Vec::new();
-    for ((t, _), opened) in ups.iter().zip(opened) {
-        match opened {
-            Ok(Some(stream)) => {
-                let relay = Relay::new(
-                    t.name.clone(),
-                    None,
-                    ctx.backend.naming == super::Naming::Prefixed,
-                    tx.clone(),
-                );
-                let name = t.name.clone();
-                readers.push(AbortOnDrop(tokio::spawn(async move {
-                    stream.relay_all(&relay).await;
-                    tracing::debug!(target = %name, "upstream server-to-client stream ended");
-                })));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::debug!(target = %t.name, error = %e, "upstream server-to-client stream not opened")
-            }
-        }
-    }
+    let readers = relay_upstream_streams(ctx, session, &tx).await;
     drop(tx);
     if readers.is_empty() {
         let mut resp = Response::new(body::full("no target offers a server-to-client stream\n"));
@@ -160,7 +130,52 @@ pub async fn get(ctx: &Ctx<'_>, session: &Session) -> Response<Body> {
     sse_response(opening.chain(events))
 }
 
-fn sse_response(
+/// Opens the server-to-client streams of the session's upstream sessions (targets that
+/// offer one) and relays their messages to `to`. Returns the tasks reading them, which
+/// stop when dropped.
+pub async fn relay_upstream_streams(
+    ctx: &Ctx<'_>,
+    session: &Session,
+    to: &ClientStream,
+) -> Vec<AbortOnDrop<()>> {
+    let ups: Vec<(Arc<Target>, UpstreamSession)> = ctx
+        .backend
+        .targets
+        .iter()
+        .filter_map(|t| Some((t.clone(), session.upstream(&t.name)?.clone())))
+        .collect();
+    let opened = join_all(
+        ups.iter()
+            .map(|(t, up)| async move { t.open_stream(up, ctx.timeout).await }),
+    )
+    .await;
+    let mut readers = Vec::new();
+    for ((t, _), opened) in ups.iter().zip(opened) {
+        match opened {
+            Ok(Some(stream)) => {
+                let relay = Relay::new(
+                    t.name.clone(),
+                    None,
+                    ctx.backend.naming == super::Naming::Prefixed,
+                    to.clone(),
+                );
+                let name = t.name.clone();
+                readers.push(AbortOnDrop(tokio::spawn(async move {
+                    stream.relay_all(&relay).await;
+                    tracing::debug!(target = %name, "upstream server-to-client stream ended");
+                })));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(target = %t.name, error = %e, "upstream server-to-client stream not opened")
+            }
+        }
+    }
+    readers
+}
+
+/// A `text/event-stream` response carrying `events`.
+pub fn sse_response(
     events: impl futures_util::Stream<Item = Bytes> + Send + 'static,
 ) -> Response<Body> {
     let frames = events.map(|b| Ok::<_, Infallible>(Frame::data(b)));
@@ -174,7 +189,8 @@ fn sse_response(
     resp
 }
 
-fn event(msg: &Value) -> Bytes {
+/// One JSON-RPC message as a `message` event.
+pub fn event(msg: &Value) -> Bytes {
     Bytes::from(format!("event: message\ndata: {msg}\n\n"))
 }
 
@@ -188,7 +204,7 @@ fn internal(e: tokio::task::JoinError) -> McpError {
 }
 
 /// A task stopped when its handle is dropped (the client went away).
-struct AbortOnDrop<T>(JoinHandle<T>);
+pub struct AbortOnDrop<T>(pub JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

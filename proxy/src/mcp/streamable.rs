@@ -15,6 +15,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::jsonrpc;
 use super::relay::Relay;
@@ -90,6 +91,7 @@ impl HttpTarget {
             target: self.name.to_string(),
             id: session_id,
             version: negotiated_version(&result, version),
+            sse: false,
         };
         let note = jsonrpc::notification("notifications/initialized", None);
         self.notify(&session, &note, timeout).await?;
@@ -282,7 +284,7 @@ impl HttpTarget {
             StatusCode::METHOD_NOT_ALLOWED => Ok(None),
             StatusCode::NOT_FOUND => Err(TargetError::SessionGone),
             s if s.is_success() => Ok(Some(EventStream {
-                body: resp.into_body(),
+                source: Source::Http(resp.into_body()),
             })),
             s => Err(TargetError::Status(s)),
         }
@@ -292,19 +294,43 @@ impl HttpTarget {
 /// A target's server-to-client stream.
 #[derive(Debug)]
 pub struct EventStream {
-    body: hyper::body::Incoming,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// The body of a streamable-HTTP `GET`.
+    Http(hyper::body::Incoming),
+    /// Messages a legacy SSE connection routes to the stream (`sse`).
+    Channel(mpsc::UnboundedReceiver<Value>),
 }
 
 impl EventStream {
+    /// A stream fed with messages by a channel.
+    pub fn from_channel(rx: mpsc::UnboundedReceiver<Value>) -> EventStream {
+        EventStream {
+            source: Source::Channel(rx),
+        }
+    }
+
     /// Passes every message on the stream to `relay` until the stream ends.
-    pub async fn relay_all(mut self, relay: &Relay) {
-        let mut parser = SseParser::default();
-        while let Some(Ok(frame)) = self.body.frame().await {
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            for event in parser.push(&data) {
-                if let Ok(msg) = serde_json::from_str::<Value>(&event) {
+    pub async fn relay_all(self, relay: &Relay) {
+        match self.source {
+            Source::Http(mut body) => {
+                let mut parser = SseParser::default();
+                while let Some(Ok(frame)) = body.frame().await {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    for event in parser.push(&data) {
+                        if let Ok(msg) = serde_json::from_str::<Value>(&event) {
+                            relay.forward(msg);
+                        }
+                    }
+                }
+            }
+            Source::Channel(mut rx) => {
+                while let Some(msg) = rx.recv().await {
                     relay.forward(msg);
                 }
             }
@@ -312,12 +338,14 @@ impl EventStream {
     }
 }
 
-fn header_value(v: &str) -> Result<HeaderValue, TargetError> {
+/// `v` as a header value, or a protocol error.
+pub(super) fn header_value(v: &str) -> Result<HeaderValue, TargetError> {
     HeaderValue::from_str(v)
         .map_err(|_| TargetError::Protocol("value not allowed in a header".into()))
 }
 
-async fn read_limited(mut body: hyper::body::Incoming) -> Result<Bytes, TargetError> {
+/// A whole response body, at most [`MAX_RESPONSE_BYTES`].
+pub(super) async fn read_limited(mut body: hyper::body::Incoming) -> Result<Bytes, TargetError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| TargetError::Protocol(format!("body failed: {e}")))?;
@@ -367,16 +395,35 @@ async fn read_sse_reply(
     ))
 }
 
-/// An incremental `text/event-stream` parser that yields each event's `data`.
+/// An incremental `text/event-stream` parser that yields each event's `data` (and,
+/// with [`SseParser::push_events`], its `event` name).
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: Vec<u8>,
+    name: Option<String>,
     data: Option<String>,
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event` field; `None` means the default type, `message`.
+    pub name: Option<String>,
+    /// The `data` lines, joined with newlines.
+    pub data: String,
 }
 
 impl SseParser {
     /// Feeds bytes; returns the data of every event they complete.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.push_events(bytes)
+            .into_iter()
+            .map(|e| e.data)
+            .collect()
+    }
+
+    /// Feeds bytes; returns every event they complete.
+    pub fn push_events(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -384,24 +431,34 @@ impl SseParser {
             let line = String::from_utf8_lossy(&line[..pos]);
             let line = line.strip_suffix('\r').unwrap_or(&line);
             if line.is_empty() {
-                events.extend(self.data.take());
-            } else if let Some(rest) = line.strip_prefix("data") {
-                // `data:value`, `data: value`, or a bare `data` (empty value).
-                let value = match rest.strip_prefix(':') {
-                    Some(v) => v.strip_prefix(' ').unwrap_or(v),
-                    None if rest.is_empty() => "",
-                    None => continue,
-                };
-                match &mut self.data {
+                let name = self.name.take();
+                events.extend(self.data.take().map(|data| SseEvent { name, data }));
+                continue;
+            }
+            // `field:value`, `field: value`, or a bare `field` (empty value).
+            let (field, value) = match line.split_once(':') {
+                Some(("", _)) => continue, // a comment
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "data" => match &mut self.data {
                     Some(d) => {
                         d.push('\n');
                         d.push_str(value);
                     }
                     None => self.data = Some(value.to_owned()),
-                }
+                },
+                "event" => self.name = Some(value.to_owned()),
+                _ => {}
             }
         }
         events
+    }
+
+    /// Bytes held for an event not complete yet (a bound against endless lines).
+    pub fn pending_len(&self) -> usize {
+        self.buf.len() + self.data.as_ref().map_or(0, String::len)
     }
 }
 
@@ -417,5 +474,28 @@ mod tests {
             p.push(b"1}\r\n\r\n: comment\n\ndata:x\ndata: y\n\n"),
             vec!["{\"a\":1}".to_string(), "x\ny".to_string()]
         );
+    }
+
+    #[test]
+    fn sse_event_names_are_kept_and_reset_per_event() {
+        let mut p = SseParser::default();
+        assert_eq!(
+            p.push_events(b"event: endpoint\ndata: /messages/?session_id=1\n\ndata: {}\n\n"),
+            vec![
+                SseEvent {
+                    name: Some("endpoint".into()),
+                    data: "/messages/?session_id=1".into()
+                },
+                SseEvent {
+                    name: None,
+                    data: "{}".into()
+                },
+            ]
+        );
+        assert!(
+            p.push_events(b"event: ping\n\n").is_empty(),
+            "no data, no event"
+        );
+        assert_eq!(p.push_events(b"data\n\n")[0].name, None);
     }
 }

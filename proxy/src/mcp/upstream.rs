@@ -2,9 +2,10 @@
 //! is ([`Target`]), the upstream session the client's session id remembers for it
 //! ([`UpstreamSession`]), and how a target can fail ([`TargetError`]).
 //!
-//! The transports live beside it: `streamable` (streamable HTTP) and `stdio` (a child
-//! process). This module must not know about client sessions, names or federation:
-//! callers decide what to send.
+//! The transports live beside it: `remote` (an HTTP server of either transport, with the
+//! fallback between them) over `streamable` (streamable HTTP) and `sse` (legacy
+//! HTTP+SSE), and `stdio` (a child process). This module must not know about client
+//! sessions, names or federation: callers decide what to send.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,9 @@ use serde_json::{Value, json};
 
 use super::jsonrpc;
 use super::relay::Relay;
+use super::remote::RemoteTarget;
 use super::stdio::StdioTarget;
-use super::streamable::{EventStream, HttpTarget};
+use super::streamable::EventStream;
 use crate::http::upstream::UpstreamError;
 
 /// Header carrying a streamable-HTTP session id.
@@ -48,6 +50,9 @@ pub enum TargetError {
     /// A stdio target's process exited (or closed its stdout) before answering.
     #[error("the process exited")]
     Exited,
+    /// A legacy SSE target closed its event stream before answering.
+    #[error("the event stream closed")]
+    StreamClosed,
 }
 
 impl TargetError {
@@ -61,6 +66,7 @@ impl TargetError {
             Self::Protocol(_) => "sent an invalid answer".into(),
             Self::Spawn(_) => "could not be started".into(),
             Self::Exited => "exited".into(),
+            Self::StreamClosed => "closed its event stream".into(),
         }
     }
 }
@@ -81,6 +87,10 @@ pub struct UpstreamSession {
     /// The protocol version the target negotiated.
     #[serde(rename = "v")]
     pub version: String,
+    /// Whether the session runs over the legacy HTTP+SSE transport (an event stream this
+    /// proxy holds, `id` naming it) rather than streamable HTTP or stdio.
+    #[serde(rename = "l", default, skip_serializing_if = "std::ops::Not::not")]
+    pub sse: bool,
 }
 
 /// One upstream MCP server.
@@ -95,17 +105,26 @@ pub struct Target {
 
 #[derive(Debug)]
 enum Transport {
-    Http(HttpTarget),
+    Http(Box<RemoteTarget>),
     Stdio(StdioTarget),
 }
 
 impl Target {
-    /// A target reached over streamable HTTP.
-    pub fn http(http: HttpTarget) -> Target {
+    /// A target reached over HTTP (streamable or legacy SSE).
+    pub fn http(http: RemoteTarget) -> Target {
         Target {
             name: http.name().clone(),
             url: http.url().to_owned(),
-            transport: Transport::Http(http),
+            transport: Transport::Http(Box::new(http)),
+        }
+    }
+
+    /// Whether the target is configured as a legacy SSE server (`sse`), so that a
+    /// session opened over the other transport is a fallback.
+    pub fn configured_sse(&self) -> bool {
+        match &self.transport {
+            Transport::Http(t) => t.configured_sse(),
+            Transport::Stdio(_) => false,
         }
     }
 

@@ -77,12 +77,43 @@ impl FastMcp {
         Self::start_script("relay_server.py", name, super::support::free_port())
     }
 
+    /// Starts e2e/mcp/fastmcp_server.py with the legacy HTTP+SSE transport (GET /sse,
+    /// POST /messages/) on a free port.
+    pub fn start_sse(name: &str) -> FastMcp {
+        Self::start_sse_on(name, super::support::free_port())
+    }
+
+    /// Starts e2e/mcp/fastmcp_server.py with the legacy HTTP+SSE transport on `port`.
+    pub fn start_sse_on(name: &str, port: u16) -> FastMcp {
+        Self::start_script_with("fastmcp_server.py", name, port, &["sse"])
+    }
+
+    /// Starts e2e/mcp/relay_server.py with the legacy HTTP+SSE transport.
+    pub fn start_relay_sse(name: &str) -> FastMcp {
+        Self::start_script_with(
+            "relay_server.py",
+            name,
+            super::support::free_port(),
+            &["sse"],
+        )
+    }
+
+    /// The legacy SSE endpoint of a server started with `start_*sse*`.
+    pub fn sse_url(&self) -> String {
+        format!("http://{}/sse", self.addr)
+    }
+
     fn start_script(script: &str, name: &str, port: u16) -> FastMcp {
+        Self::start_script_with(script, name, port, &[])
+    }
+
+    fn start_script_with(script: &str, name: &str, port: u16, extra: &[&str]) -> FastMcp {
         let mut cmd = Command::new("timeout");
         cmd.args(["-k", "5", "300"])
             .arg(python())
             .arg(fixture(script))
-            .args([name, &port.to_string()]);
+            .args([name, &port.to_string()])
+            .args(extra);
         FastMcp(ServerProcess::start(name, port, cmd))
     }
 
@@ -94,12 +125,29 @@ impl FastMcp {
 
 /// What `client_v1.py` (SDK 1.x, session style) printed, or its error output.
 pub fn client_v1(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json::Value, String> {
-    run_client(python(), "client_v1.py", url, scenario, args)
+    run_client(python(), "client_v1.py", url, scenario, args, &[])
+}
+
+/// What `client_v1.py` printed when connecting with the legacy HTTP+SSE transport
+/// (`sse_client`; `url` is the SSE endpoint).
+pub fn client_v1_sse(
+    url: &str,
+    scenario: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
+    run_client(
+        python(),
+        "client_v1.py",
+        url,
+        scenario,
+        args,
+        &[("MCP_CLIENT_TRANSPORT", "sse")],
+    )
 }
 
 /// What `client_v2.py` (SDK 2.x, 2026-07-28 style) printed, or its error output.
 pub fn client_v2(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json::Value, String> {
-    run_client(python2(), "client_v2.py", url, scenario, args)
+    run_client(python2(), "client_v2.py", url, scenario, args, &[])
 }
 
 fn run_client(
@@ -108,6 +156,7 @@ fn run_client(
     url: &str,
     scenario: &str,
     args: &[&str],
+    env: &[(&str, &str)],
 ) -> Result<serde_json::Value, String> {
     let out = Command::new("timeout")
         .args(["-k", "5", "90"])
@@ -115,6 +164,7 @@ fn run_client(
         .arg(fixture(script))
         .args([url, scenario])
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("timeout (coreutils) and python must be available");
@@ -140,6 +190,11 @@ pub fn gateway_config(port: u16, targets: &[(&str, String)], extra: &str) -> Str
 /// The YAML of a streamable-HTTP target (a `targets:` list item).
 pub fn http_target(name: &str, url: &str) -> String {
     format!("    - name: {name}\n      url: {url}\n")
+}
+
+/// The YAML of a legacy HTTP+SSE target (a `targets:` list item).
+pub fn sse_target(name: &str, url: &str) -> String {
+    format!("    - name: {name}\n      sse: {url}\n")
 }
 
 /// The YAML of a stdio target running e2e/mcp/fastmcp_server.py in stdio mode, with

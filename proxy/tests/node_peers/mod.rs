@@ -114,14 +114,44 @@ pub fn ts_client(url: &str, scenario: &str, args: &[&str]) -> Result<serde_json:
     json_of(&run(Path::new("node"), &all, 60))
 }
 
+/// What the TypeScript SDK client printed for `scenario` when connecting with the legacy
+/// HTTP+SSE transport (`SSEClientTransport`; `url` is the SSE endpoint).
+pub fn ts_client_sse(
+    url: &str,
+    scenario: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
+    let mut all = vec!["client.mjs", url, scenario];
+    all.extend_from_slice(args);
+    let out = Command::new("timeout")
+        .args(["-k", "5", "60", "node"])
+        .args(&all)
+        .env("MCP_CLIENT_TRANSPORT", "sse")
+        .current_dir(ts_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("timeout (coreutils) and node must be available");
+    json_of(&out)
+}
+
 /// What the MCP Inspector CLI printed for `mcp-inspector --cli URL --transport http ARGS`.
 pub fn inspector(url: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    inspector_over("http", url, args)
+}
+
+/// What the MCP Inspector CLI printed for `mcp-inspector --cli URL --transport TRANSPORT
+/// ARGS` (`http`, or `sse` for the legacy HTTP+SSE transport).
+pub fn inspector_over(
+    transport: &str,
+    url: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
     let mut all = vec![
         "node_modules/.bin/mcp-inspector",
         "--cli",
         url,
         "--transport",
-        "http",
+        transport,
     ];
     all.extend_from_slice(args);
     json_of(&run(Path::new("node"), &all, 60))

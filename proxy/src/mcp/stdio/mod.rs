@@ -117,6 +117,7 @@ impl StdioTarget {
                     target: self.name.to_string(),
                     id: Some(key),
                     version: negotiated,
+                    sse: false,
                 };
                 Ok((session, result))
             }
@@ -127,6 +128,7 @@ impl StdioTarget {
                     target: self.name.to_string(),
                     id: None,
                     version: negotiated,
+                    sse: false,
                 };
                 Ok((session, result))
             }
