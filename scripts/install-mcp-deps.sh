@@ -3,7 +3,8 @@
 # 1.x (`mcp<2`: FastMCP servers and the session-style client) in its own virtual
 # environment, target/venvs/mcp1. The 2.x SDK speaks another protocol generation and
 # overwrites the same package, so it gets a venv of its own: target/venvs/mcp2 (`mcp>=2`,
-# the 2026-07-28 protocol client the gateway tests connect with).
+# the 2026-07-28 protocol client the gateway tests connect with, and the MCPServer of
+# e2e/mcp/modern_server.py, a target that speaks only that protocol).
 #
 # A second venv, target/venvs/mcp1-sys, holds the same SDK on Debian's /usr/bin/python3:
 # the sidecar end-to-end test (e2e/tests/sidecar_pods.rs) runs MCP clients and servers

@@ -6,7 +6,8 @@ Usage: python client_v1.py URL SCENARIO [ARGS...]
 With MCP_CLIENT_TRANSPORT=sse in the environment it connects with the legacy HTTP+SSE
 transport (`sse_client`, URL being the SSE endpoint) instead of streamable HTTP.
 
-Prints one JSON object (what the client observed) on stdout; the Rust test asserts on
+Prints one JSON object (what the client observed, always with the negotiated
+`protocolVersion` and the `sessionId` the server gave, or null) on stdout; the Rust test asserts on
 it. Exits non-zero with the error on stderr when the SDK raises.
 
 Scenarios:
@@ -203,6 +204,8 @@ async def main():
                 out = {"text": text_of(r), "tools": sorted(t.name for t in tools.tools), "notifications": seen["notifications"]}
             else:
                 raise SystemExit(f"unknown scenario {scenario}")
+            out.setdefault("protocolVersion", init.protocolVersion)
+            out.setdefault("sessionId", get_session_id())
     print(json.dumps(out, sort_keys=True))
 
 

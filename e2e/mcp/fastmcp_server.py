@@ -16,12 +16,26 @@ Offers, each mentioning NAME so a test can tell targets apart:
 - resource `notes://NAME/readme` (text) and template `notes://NAME/{topic}`.
 - tool `pid()`: the server's process id (tells processes of a stdio target apart).
 Listens on 127.0.0.1 only. Exits on SIGTERM/SIGKILL from the test.
+
+With MCP_PIN_VERSIONS=V1,V2,... in the environment the server speaks only those
+protocol versions (the SDK's own negotiation: it answers `initialize` with the requested
+version when it is one of them, else with the last one, and checks the
+`MCP-Protocol-Version` header against them), like a server built before newer versions
+existed.
 """
 
 import os
 import sys
 
+import mcp.shared.version
+import mcp.types
 from mcp.server.fastmcp import FastMCP
+
+if os.environ.get("MCP_PIN_VERSIONS"):
+    pinned = os.environ["MCP_PIN_VERSIONS"].split(",")
+    # The SDK's server session and transport read this very list object.
+    mcp.shared.version.SUPPORTED_PROTOCOL_VERSIONS[:] = pinned
+    mcp.types.LATEST_PROTOCOL_VERSION = pinned[-1]
 
 name, where = sys.argv[1], sys.argv[2]
 stdio = where == "stdio"

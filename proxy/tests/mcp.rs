@@ -491,7 +491,9 @@ async fn per_session_stdio_processes_end_with_their_session_or_its_expiry() {
     let proxy = Proxy::start(&gateway_config_yaml(
         port,
         &stdio_target("gamma", &mark, "PER_SESSION"),
-        "    sessions: { idleTimeout: 2s }\n",
+        // Long enough that starting the second session's process on a loaded machine
+        // does not expire the first one meanwhile.
+        "    sessions: { idleTimeout: 6s }\n",
     ));
     let (a, b) = (initialize(port).await, initialize(port).await);
     let (pid_a, pid_b) = (
@@ -515,7 +517,7 @@ async fn per_session_stdio_processes_end_with_their_session_or_its_expiry() {
     );
     // No more requests: the idle session expires, and its process with it.
     assert!(
-        eventually(Duration::from_secs(8), || processes_marked(&mark)
+        eventually(Duration::from_secs(30), || processes_marked(&mark)
             .is_empty()),
         "{:?}\n{}",
         processes_marked(&mark),

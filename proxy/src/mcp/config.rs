@@ -139,6 +139,7 @@ pub fn compile(
                 naming,
                 failure_mode,
                 cipher: SessionCipher::new(&k, key),
+                stateless: sessions.stateless,
                 allowed_origins: spec
                     .allowed_origins
                     .iter()

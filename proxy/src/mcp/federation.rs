@@ -1,24 +1,28 @@
-//! What each MCP method does across the targets of a backend: `initialize` opens one
-//! upstream session per target and merges what they offer; list methods fan out in
-//! parallel and merge pages under a composite cursor; calls route to the target owning
-//! the name (or URI) with the prefix stripped. Failing targets are left out or fail the
-//! request as the backend's failure mode says. Every request to a target is counted;
-//! every tool call is logged.
+//! What each MCP method does across the targets of a backend, and what every request
+//! to a target goes through: list methods fan out in parallel and merge pages under a
+//! composite cursor; each request to a target gets an upstream id of the gateway's own,
+//! its upstream session, one transparent re-initialization when the target lost it,
+//! and is counted. Failing targets are left out or fail the request as the backend's
+//! failure mode says.
+//!
+//! Beside it: `handshake` (`initialize`, version narrowing across targets) and
+//! `routing` (requests about one item, routed to the target owning it).
 //!
 //! Upstream sessions come from the client's session id, or from the session table when
-//! one was opened later; a target that lost its session is re-initialized once,
-//! transparently, and the client keeps its session id.
+//! one was opened later (or, in stateless mode, from the request itself); a target
+//! that lost its session is re-initialized once, transparently, and the client keeps
+//! its session id.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use super::authz::{self, Caller, Decision, ItemKind};
+use super::authz::{self, Caller, Decision};
 pub use super::items::ListKind;
-use super::items::{merge_offers, rewrite_uris};
 use super::jsonrpc::{self, McpError, code};
 use super::metrics::{McpMetrics, McpRequest, method_label};
 use super::names::{self, Cursor};
@@ -26,9 +30,6 @@ use super::relay::{self, ClientStream, Relay};
 use super::session::SessionState;
 use super::upstream::{Target, TargetError, UpstreamSession};
 use super::{FailureMode, McpBackend, Naming, SUPPORTED_VERSIONS};
-
-/// Pages fetched per target when looking for the owner of an unprefixed name.
-const MAX_OWNER_PAGES: usize = 20;
 
 /// A client session, opened for one request.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ pub struct Session {
     pub state: SessionState,
     /// Upstream sessions opened after the id was issued, by target.
     pub later: HashMap<String, UpstreamSession>,
+    /// Stateless mode: the upstream sessions opened for this one request, to end after
+    /// it ([`Session::finish`]); none is remembered anywhere else.
+    pub scratch: Option<Arc<Mutex<Vec<UpstreamSession>>>>,
 }
 
 impl Session {
@@ -53,14 +57,47 @@ impl Session {
                 upstreams: Vec::new(),
             },
             later,
+            scratch: None,
+        }
+    }
+
+    /// A session for one request of stateless mode: upstream sessions opened at
+    /// `version` as the request needs them, and ended by [`Session::finish`].
+    pub fn stateless(version: &str) -> Session {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Session {
+            id: format!("stateless:{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            state: SessionState {
+                version: version.to_owned(),
+                upstreams: Vec::new(),
+            },
+            later: HashMap::new(),
+            scratch: Some(Arc::default()),
         }
     }
 
     /// The upstream session with `target`, if there is one.
-    pub fn upstream(&self, target: &str) -> Option<&UpstreamSession> {
+    pub fn upstream(&self, target: &str) -> Option<UpstreamSession> {
+        if let Some(scratch) = &self.scratch {
+            let opened = scratch.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(up) = opened.iter().rev().find(|u| u.target == target) {
+                return Some(up.clone());
+            }
+        }
         self.later
             .get(target)
             .or_else(|| self.state.upstreams.iter().find(|u| u.target == target))
+            .cloned()
+    }
+
+    /// Stateless mode: ends, in the background, the upstream sessions this request
+    /// opened. Nothing to do for other sessions.
+    pub fn finish(&self, backend: &McpBackend, timeout: Duration) {
+        if let Some(scratch) = &self.scratch {
+            let opened =
+                std::mem::take(&mut *scratch.lock().unwrap_or_else(PoisonError::into_inner));
+            super::handshake::end_sessions(backend, opened, timeout);
+        }
     }
 }
 
@@ -80,74 +117,6 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// `initialize`: one upstream session per target, merged capabilities and
-    /// instructions. Returns the result and the new client session id.
-    pub async fn initialize(&self, params: Option<&Value>) -> Result<(Value, String), McpError> {
-        let requested = params
-            .and_then(|p| p.get("protocolVersion"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                McpError::InvalidParams("initialize needs params.protocolVersion".into())
-            })?;
-        // A version we do not speak gets our latest; the client decides whether to go on.
-        let version = SUPPORTED_VERSIONS
-            .iter()
-            .find(|v| **v == requested)
-            .or(SUPPORTED_VERSIONS.last())
-            .copied()
-            .unwrap_or("2025-06-18");
-        let opened = join_all(self.backend.targets.iter().map(|t| async move {
-            let start = Instant::now();
-            let r = t
-                .initialize(version, self.timeout)
-                .await
-                .map_err(|error| McpError::Target {
-                    target: t.name.clone(),
-                    error,
-                });
-            if let Ok((up, _)) = &r {
-                self.count_fallback(t, up);
-            }
-            self.count(
-                t,
-                "initialize",
-                "".into(),
-                outcome_of(&r.as_ref().map(|(_, v)| v)),
-                start,
-            );
-            r
-        }))
-        .await;
-        let mut upstreams = Vec::new();
-        let mut results = Vec::new();
-        for (t, r) in self.backend.targets.iter().zip(opened) {
-            match self.absorb(t, "initialize", r)? {
-                Some((session, result)) => {
-                    upstreams.push(session);
-                    results.push((t, result));
-                }
-                None => continue,
-            }
-        }
-        for (t, r) in &results {
-            self.backend.state.remember_offer(&t.name, r);
-        }
-        let (caps, instructions) = merge_offers(&self.backend.targets, &results);
-        let mut result = json!({
-            "protocolVersion": version,
-            "capabilities": caps,
-            "serverInfo": { "name": &*self.backend.key, "version": env!("CARGO_PKG_VERSION") },
-        });
-        if let Some(text) = instructions {
-            result["instructions"] = json!(text);
-        }
-        let id = self.backend.cipher.seal(&SessionState {
-            version: version.to_owned(),
-            upstreams,
-        });
-        Ok((result, id))
-    }
-
     /// Any request of a session but `initialize` and `ping`: a list, a broadcast or a
     /// routed request.
     pub async fn serve(
@@ -205,7 +174,7 @@ impl Ctx<'_> {
         let mut seen = HashSet::new();
         let mut next = Cursor::default();
         for ((t, _), page) in plan.iter().zip(pages) {
-            let page = match page {
+            let mut page = match page {
                 // A target without this feature has nothing to add.
                 Err(McpError::TargetRpc { error, .. })
                     if error.get("code").and_then(Value::as_i64)
@@ -221,10 +190,11 @@ impl Ctx<'_> {
             if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
                 next.targets.insert(t.name.to_string(), c.to_owned());
             }
-            let Some(Value::Array(list)) = page.get(field) else {
+            // Taken out of the page, not cloned: the page is dropped right after.
+            let Some(Value::Array(list)) = page.get_mut(field).map(Value::take) else {
                 continue;
             };
-            for mut item in list.iter().cloned() {
+            for mut item in list {
                 let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else {
                     continue;
                 };
@@ -251,118 +221,13 @@ impl Ctx<'_> {
                 items.push(item);
             }
         }
-        let mut result = json!({ field: items });
+        // Moved in, not through `json!`, which would deep-copy every item.
+        let mut result = serde_json::Map::new();
+        result.insert(field.into(), Value::Array(items));
         if let Some(c) = next.encode() {
-            result["nextCursor"] = json!(c);
+            result.insert("nextCursor".into(), Value::String(c));
         }
-        Ok(result)
-    }
-
-    /// A request about one named item, routed to the target that owns it.
-    pub async fn route(
-        &self,
-        session: &Session,
-        method: &str,
-        id: &Value,
-        params: Option<Value>,
-    ) -> Result<Value, McpError> {
-        const ROUTED: [&str; 6] = [
-            "tools/call",
-            "prompts/get",
-            "resources/read",
-            "resources/subscribe",
-            "resources/unsubscribe",
-            "completion/complete",
-        ];
-        if !ROUTED.contains(&method) {
-            return Err(McpError::MethodNotFound(method.to_owned()));
-        }
-        let mut params =
-            params.ok_or_else(|| McpError::InvalidParams(format!("{method} needs params")))?;
-        let (target, kind, shown) = match method {
-            "tools/call" | "prompts/get" => {
-                let kind = if method == "tools/call" {
-                    ListKind::Tools
-                } else {
-                    ListKind::Prompts
-                };
-                let shown = str_field(&params, "name")?;
-                let (t, original) = self.resolve_name(session, kind, id, &shown).await?;
-                params["name"] = json!(original);
-                (t, kind, shown)
-            }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let shown = str_field(&params, "uri")?;
-                let (t, original) = self.resolve_uri(session, id, &shown).await?;
-                params["uri"] = json!(original);
-                (t, ListKind::Resources, shown)
-            }
-            "completion/complete" => {
-                let r = params.get("ref").cloned().unwrap_or_default();
-                let (kind, field) = match r.get("type").and_then(Value::as_str) {
-                    Some("ref/prompt") => (ListKind::Prompts, "name"),
-                    Some("ref/resource") => (ListKind::Resources, "uri"),
-                    _ => {
-                        return Err(McpError::InvalidParams(
-                            "params.ref.type must be ref/prompt or ref/resource".into(),
-                        ));
-                    }
-                };
-                let shown = str_field(&r, field)?;
-                let (t, original) = match kind {
-                    ListKind::Prompts => self.resolve_name(session, kind, id, &shown).await?,
-                    _ => self.resolve_uri(session, id, &shown).await?,
-                };
-                params["ref"][field] = json!(original);
-                (t, kind, shown)
-            }
-            other => return Err(McpError::MethodNotFound(other.to_owned())),
-        };
-        let tool = if kind == ListKind::Tools && method == "tools/call" {
-            self.backend.state.tool_label(&shown)
-        } else {
-            "".into()
-        };
-        let start = Instant::now();
-        let result = self
-            .call(session, &target, method, Some(params), id, tool.clone())
-            .await;
-        if method == "tools/call" {
-            tracing::info!(
-                backend = %self.backend.key,
-                target = %target.name,
-                tool = %shown,
-                duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-                outcome = outcome_of(&result.as_ref()),
-                "mcp tool call"
-            );
-        }
-        let mut result = result?;
-        if self.backend.naming == Naming::Prefixed {
-            rewrite_uris(&target.name, &mut result);
-        }
-        Ok(result)
-    }
-
-    /// A request every target gets (`logging/setLevel`); answers `{}`.
-    pub async fn broadcast(
-        &self,
-        session: &Session,
-        method: &str,
-        id: &Value,
-        params: Option<Value>,
-    ) -> Result<Value, McpError> {
-        let replies = join_all(
-            self.backend
-                .targets
-                .iter()
-                .map(|t| self.call(session, t, method, params.clone(), id, "".into())),
-        )
-        .await;
-        for (t, r) in self.backend.targets.iter().zip(replies) {
-            self.absorb(t, method, r)?;
-        }
-        Ok(json!({}))
+        Ok(Value::Object(result))
     }
 
     fn expose(&self, t: &Target, kind: ListKind, name: &str) -> String {
@@ -376,108 +241,10 @@ impl Ctx<'_> {
         }
     }
 
-    async fn resolve_name(
-        &self,
-        session: &Session,
-        kind: ListKind,
-        id: &Value,
-        shown: &str,
-    ) -> Result<(Arc<Target>, String), McpError> {
-        let unknown = || {
-            McpError::InvalidParams(format!(
-                "unknown {}: {shown}",
-                if kind == ListKind::Tools {
-                    "tool"
-                } else {
-                    "prompt"
-                }
-            ))
-        };
-        let (target, original) = match self.backend.naming {
-            Naming::Prefixed => {
-                let (t, n) = names::split_prefixed(shown).ok_or_else(unknown)?;
-                (
-                    self.backend.target(t).cloned().ok_or_else(unknown)?,
-                    n.to_owned(),
-                )
-            }
-            Naming::Plain => (
-                self.owner(session, kind, id, shown)
-                    .await?
-                    .ok_or_else(unknown)?,
-                shown.to_owned(),
-            ),
-        };
-        match authz::authorize(&self.caller, &target.name, kind.item(), &original) {
-            Decision::Allow => Ok((target, original)),
-            Decision::Deny => Err(unknown()),
-        }
-    }
-
-    async fn resolve_uri(
-        &self,
-        session: &Session,
-        id: &Value,
-        shown: &str,
-    ) -> Result<(Arc<Target>, String), McpError> {
-        let unknown = || McpError::InvalidParams(format!("unknown resource: {shown}"));
-        let (target, original) = match self.backend.naming {
-            Naming::Prefixed => {
-                let (t, uri) = names::split_uri(shown).ok_or_else(unknown)?;
-                (self.backend.target(t).cloned().ok_or_else(unknown)?, uri)
-            }
-            Naming::Plain => {
-                let owner = self.owner(session, ListKind::Resources, id, shown).await?;
-                // A URI from a template is in no list: without prefixes it goes to the
-                // first target.
-                let t = owner
-                    .or_else(|| self.backend.targets.first().cloned())
-                    .ok_or_else(unknown)?;
-                (t, shown.to_owned())
-            }
-        };
-        match authz::authorize(&self.caller, &target.name, ItemKind::Resource, &original) {
-            Decision::Allow => Ok((target, original)),
-            Decision::Deny => Err(unknown()),
-        }
-    }
-
-    /// Without prefixes: the target owning `name`, listing everything once if needed.
-    async fn owner(
-        &self,
-        session: &Session,
-        kind: ListKind,
-        id: &Value,
-        name: &str,
-    ) -> Result<Option<Arc<Target>>, McpError> {
-        if let [only] = self.backend.targets.as_slice() {
-            return Ok(Some(only.clone()));
-        }
-        let find = || {
-            self.backend
-                .state
-                .owner(kind.item(), name)
-                .and_then(|o| self.backend.target(&o).cloned())
-        };
-        if let Some(t) = find() {
-            return Ok(Some(t));
-        }
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_OWNER_PAGES {
-            let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
-            let page = self.list(session, kind, id, params).await?;
-            match page.get("nextCursor").and_then(Value::as_str) {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
-        }
-        Ok(find())
-    }
-
     /// One request to one target: an upstream id of the gateway's own (and the client's
     /// progress token swapped for it, see `relay`), upstream session, one
     /// re-initialization if the target lost it, metrics.
-    async fn call(
+    pub(super) async fn call(
         &self,
         session: &Session,
         t: &Arc<Target>,
@@ -506,7 +273,7 @@ impl Ctx<'_> {
             .begin(&session.id, id, &t.name, &upstream_id);
         let result = async {
             let mut up = match session.upstream(&t.name) {
-                Some(u) => u.clone(),
+                Some(u) => u,
                 None => self.reopen(session, t).await?,
             };
             let mut retried = false;
@@ -536,7 +303,10 @@ impl Ctx<'_> {
         t: &Arc<Target>,
     ) -> Result<UpstreamSession, McpError> {
         let start = Instant::now();
-        let r = t.initialize(&session.state.version, self.timeout).await;
+        let r = match session.scratch {
+            Some(_) => t.open_stateless(&session.state.version, self.timeout).await,
+            None => t.initialize(&session.state.version, self.timeout).await,
+        };
         self.count(
             t,
             "initialize",
@@ -550,12 +320,21 @@ impl Ctx<'_> {
         })?;
         self.count_fallback(t, &up);
         self.backend.state.remember_offer(&t.name, &offer);
-        self.metrics
-            .record_upstream_init(&self.backend.key, &t.name);
-        self.backend
-            .state
-            .sessions
-            .remember(&session.id, up.clone());
+        match &session.scratch {
+            // Stateless: for this request only, and not a re-initialization.
+            Some(scratch) => scratch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(up.clone()),
+            None => {
+                self.metrics
+                    .record_upstream_init(&self.backend.key, &t.name);
+                self.backend
+                    .state
+                    .sessions
+                    .remember(&session.id, up.clone());
+            }
+        }
         Ok(up)
     }
 
@@ -585,7 +364,7 @@ impl Ctx<'_> {
     }
 
     /// Counts an upstream session opened over the other transport than configured.
-    fn count_fallback(&self, t: &Target, up: &UpstreamSession) {
+    pub(super) fn count_fallback(&self, t: &Target, up: &UpstreamSession) {
         if up.sse != t.configured_sse() {
             self.metrics.record_fallback(
                 &self.backend.key,
@@ -595,7 +374,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn count(
+    pub(super) fn count(
         &self,
         t: &Arc<Target>,
         method: &str,
@@ -616,17 +395,10 @@ impl Ctx<'_> {
     }
 }
 
-fn outcome_of<T: std::borrow::Borrow<Value>>(r: &Result<T, &McpError>) -> &'static str {
+pub(super) fn outcome_of<T: std::borrow::Borrow<Value>>(r: &Result<T, &McpError>) -> &'static str {
     match r {
         Ok(v) if v.borrow().get("isError") == Some(&Value::Bool(true)) => "tool_error",
         Ok(_) => "ok",
         Err(e) => e.outcome(),
     }
-}
-
-fn str_field(v: &Value, field: &str) -> Result<String, McpError> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| McpError::InvalidParams(format!("params.{field} must be a string")))
 }

@@ -92,6 +92,17 @@ pub enum McpError {
         /// What the client asked for.
         requested: String,
     },
+    /// `initialize` asked for a protocol version the gateway does not speak, or its
+    /// targets share none.
+    #[error("Unsupported protocol version: {detail}")]
+    NoCommonVersion {
+        /// What the client asked for.
+        requested: String,
+        /// The versions a client may ask for instead (none when the targets share none).
+        supported: Vec<String>,
+        /// Why, for the message.
+        detail: String,
+    },
     /// A target failed.
     #[error("target {target}: {error}")]
     Target {
@@ -118,7 +129,7 @@ impl McpError {
             Self::Parse(_) => code::PARSE_ERROR,
             Self::InvalidRequest(_) => code::INVALID_REQUEST,
             Self::MethodNotFound(_) => code::METHOD_NOT_FOUND,
-            Self::InvalidParams(_) => code::INVALID_PARAMS,
+            Self::InvalidParams(_) | Self::NoCommonVersion { .. } => code::INVALID_PARAMS,
             Self::SessionNotFound(_) => code::SESSION_NOT_FOUND,
             Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
             Self::UnsupportedVersion { .. } => code::UNSUPPORTED_PROTOCOL_VERSION,
@@ -154,7 +165,8 @@ impl McpError {
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
             | Self::HeaderMismatch(_)
-            | Self::UnsupportedVersion { .. } => "invalid",
+            | Self::UnsupportedVersion { .. }
+            | Self::NoCommonVersion { .. } => "invalid",
             Self::MethodNotFound(_) => "method_not_found",
             Self::SessionNotFound(_) => "no_session",
             Self::Target { error, .. } => match error {
@@ -178,6 +190,15 @@ impl McpError {
                 "code": self.code(),
                 "message": self.to_string(),
                 "data": { "supported": super::all_versions(), "requested": requested },
+            }),
+            Self::NoCommonVersion {
+                requested,
+                supported,
+                ..
+            } => json!({
+                "code": self.code(),
+                "message": self.to_string(),
+                "data": { "supported": supported, "requested": requested },
             }),
             other => json!({ "code": other.code(), "message": other.to_string() }),
         }
@@ -255,7 +276,13 @@ fn message(mut obj: Map<String, Value>) -> Result<ClientMessage, McpError> {
 
 /// A success response.
 pub fn result(id: &Id, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    // Built by hand: `json!` would serialize `result` into a deep copy (it takes
+    // expressions by reference), which costs more than the rest of a large list.
+    let mut obj = Map::new();
+    obj.insert("jsonrpc".into(), "2.0".into());
+    obj.insert("id".into(), id.clone());
+    obj.insert("result".into(), result);
+    Value::Object(obj)
 }
 
 /// An error response; `id` is null when the request's id could not be read.

@@ -6,8 +6,12 @@
 //!   JSON or SSE answers, session header).
 //! - `modern`: requests of the 2026-07-28 style (`server/discover`, per-request `_meta`,
 //!   routing headers, no session), served over gateway-held upstream sessions.
-//! - `federation`: what each MCP method does across targets (fan out and merge, or route
-//!   to the owner), failure modes, metrics and the tool-call log line.
+//! - `handshake`: `initialize` across targets, narrowing the protocol version to one
+//!   every target speaks.
+//! - `envelope`: the 2026-07-28 per-request envelope and routing headers, both ways.
+//! - `federation`: what each MCP method does across targets: list methods fanned out and
+//!   merged, upstream sessions, failure modes, metrics; `routing`: requests about one
+//!   item routed to its owner, and the tool-call log line.
 //! - `items`: list kinds and the URIs inside results.
 //! - `names`: prefixes, URI rewriting and the composite cursor (pure).
 //! - `session`: the encrypted, self-describing client session id and idle expiry.
@@ -27,7 +31,9 @@
 
 pub mod authz;
 pub mod config;
+pub mod envelope;
 pub mod federation;
+pub mod handshake;
 pub mod items;
 pub mod jsonrpc;
 pub mod legacy;
@@ -36,6 +42,7 @@ pub mod modern;
 pub mod names;
 pub mod relay;
 pub mod remote;
+pub mod routing;
 pub mod server;
 pub mod session;
 pub mod sse;
@@ -101,6 +108,9 @@ pub struct McpBackend {
     pub failure_mode: FailureMode,
     /// Session id encryption.
     pub cipher: SessionCipher,
+    /// Stateless mode: no client session kept; each request opens (and ends) the
+    /// upstream sessions it needs.
+    pub stateless: bool,
     /// Browser origins allowed besides loopback (lowercase; `*` for any).
     pub allowed_origins: Vec<String>,
     /// State kept across requests and config reloads.

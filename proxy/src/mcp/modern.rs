@@ -17,6 +17,8 @@
 //! `Authorization` header; callers without one share a set), opened on first use,
 //! re-initialized when lost and ended after the backend's idle timeout, like client
 //! sessions. Per-session stdio targets therefore run one process per caller identity.
+//! In stateless mode nothing is held: each request opens the upstream sessions it needs
+//! and ends them after it.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
@@ -25,24 +27,16 @@ use http::HeaderMap;
 use http::header;
 use serde_json::{Map, Value, json};
 
+use super::envelope::{decode_header_value, name_field};
 use super::federation::{Ctx, ListKind, Session};
 use super::items::merge_offers;
 use super::jsonrpc::{ClientMessage, McpError, code};
 use super::upstream::VERSION_HEADER;
-use super::{MODERN_VERSIONS, all_versions};
+use super::{MODERN_VERSIONS, SUPPORTED_VERSIONS, all_versions};
 
-/// `_meta` key of the protocol version.
-pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-/// `_meta` key of the client's capabilities.
-pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-/// `_meta` key of the client's name and version.
-pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
-/// `_meta` key of the server's name and version in a result.
-pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
-/// Header mirroring the JSON-RPC method.
-pub const METHOD_HEADER: &str = "mcp-method";
-/// Header mirroring the tool or prompt name, or the resource URI.
-pub const NAME_HEADER: &str = "mcp-name";
+pub use super::envelope::{
+    META_CAPABILITIES, META_CLIENT_INFO, META_SERVER_INFO, META_VERSION, METHOD_HEADER, NAME_HEADER,
+};
 /// Prefix of the ids of gateway-held sessions in the session table.
 const HELD_PREFIX: &str = "held:";
 
@@ -142,12 +136,7 @@ pub fn check_request(
             "mcp-method header does not match the request's method".into(),
         ));
     }
-    let name_field = match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
-    if let Some(field) = name_field
+    if let Some(field) = name_field(method)
         && let Some(body) = params.as_ref().and_then(|p| p.get(field))
         && header_str(headers, NAME_HEADER)
             .and_then(decode_header_value)
@@ -187,7 +176,8 @@ pub fn check_request(
 }
 
 /// Serves a checked request: `server/discover`, `ping`, or any method of the session
-/// style over the caller's held session. The result carries the fields the
+/// style over the caller's held session (in stateless mode, over upstream sessions
+/// opened for this request and ended after it). The result carries the fields the
 /// 2026-07-28 schema requires.
 pub async fn serve(
     ctx: &Ctx<'_>,
@@ -196,9 +186,25 @@ pub async fn serve(
     method: &str,
     params: Option<Value>,
 ) -> Result<Value, McpError> {
-    let session = held_session(ctx, headers);
+    let session = if ctx.backend.stateless {
+        Session::stateless(SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1])
+    } else {
+        held_session(ctx, headers)
+    };
+    let result = serve_in(ctx, &session, id, method, params).await;
+    session.finish(ctx.backend, ctx.timeout);
+    result
+}
+
+async fn serve_in(
+    ctx: &Ctx<'_>,
+    session: &Session,
+    id: &Value,
+    method: &str,
+    params: Option<Value>,
+) -> Result<Value, McpError> {
     let mut result = match method {
-        "server/discover" => discover(ctx, &session).await?,
+        "server/discover" => discover(ctx, session).await?,
         "ping" => json!({}),
         "initialize" => {
             return Err(McpError::InvalidRequest(
@@ -206,11 +212,11 @@ pub async fn serve(
             ));
         }
         _ => match ListKind::of(method) {
-            Some(kind) => ctx.list(&session, kind, id, params).await?,
+            Some(kind) => ctx.list(session, kind, id, params).await?,
             None if method == "logging/setLevel" => {
-                ctx.broadcast(&session, method, id, params).await?
+                ctx.broadcast(session, method, id, params).await?
             }
-            None => ctx.route(&session, method, id, params).await?,
+            None => ctx.route(session, method, id, params).await?,
         },
     };
     if let Some(obj) = result.as_object_mut() {
@@ -281,22 +287,6 @@ fn held_session(ctx: &Ctx<'_>, headers: &HeaderMap) -> Session {
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// A header value as the SDK encodes it: verbatim, or `=?base64?...?=` for values that
-/// are not plain printable ASCII. `None` for a malformed encoding.
-fn decode_header_value(v: &str) -> Option<String> {
-    use base64::Engine as _;
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok()),
-        None => Some(v.to_owned()),
-    }
 }
 
 #[cfg(test)]

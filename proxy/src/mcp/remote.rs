@@ -131,6 +131,25 @@ impl RemoteTarget {
         }
     }
 
+    /// Opens a session for one request of stateless mode: over streamable HTTP, one of
+    /// the 2026-07-28 style when the target speaks it (see
+    /// [`HttpTarget::open_stateless`]); otherwise like [`RemoteTarget::initialize`].
+    pub async fn open_stateless(
+        &self,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<(UpstreamSession, Value), TargetError> {
+        if self.prefer_sse.load(Ordering::Relaxed) {
+            return self.initialize(version, timeout).await;
+        }
+        match self.streamable.open_stateless(version, timeout).await {
+            Err(e) if other_transport_may_work(false, &e) => {
+                self.initialize(version, timeout).await
+            }
+            other => other,
+        }
+    }
+
     async fn initialize_over(
         &self,
         sse: bool,

@@ -13,6 +13,9 @@
 //!   over the targets' (`stream`); `DELETE` ends the session and its upstream sessions.
 //! - A message of the 2026-07-28 style (no session; see `modern`) is served without a
 //!   session id, over sessions the gateway holds.
+//! - Stateless mode (`sessions.stateless`): no session id is issued or read; each
+//!   request runs over upstream sessions opened for it and ended after it; `GET` and
+//!   `DELETE` get 405. Messages of the 2026-07-28 style likewise hold nothing.
 //! - The legacy HTTP+SSE transport (`legacy`) shares the path: a `GET` without
 //!   `Mcp-Session-Id` opens its event stream, a `POST` with `?sessionId=` is one of its
 //!   messages.
@@ -36,7 +39,7 @@ use super::federation::{Ctx, ListKind, Session};
 use super::jsonrpc::{self, ClientMessage, McpError};
 use super::session::SessionError;
 use super::upstream::{SESSION_HEADER, VERSION_HEADER};
-use super::{McpBackend, SUPPORTED_VERSIONS, legacy, modern, relay, stream};
+use super::{McpBackend, SUPPORTED_VERSIONS, handshake, legacy, modern, relay, stream};
 use crate::config::ir::Policies;
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
@@ -94,6 +97,15 @@ pub async fn serve(
                 Some(key) => legacy::post(&ctx, metrics, &head.headers, key, bytes).await,
                 None => post(&ctx, metrics, &head.headers, bytes).await,
             }
+        }
+        Method::GET | Method::DELETE if backend.stateless => {
+            let mut resp = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this MCP endpoint is stateless: no sessions to stream or end; POST each message\n",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            resp
         }
         Method::DELETE => delete(&ctx, &head.headers).await,
         Method::GET if legacy::wants_stream(&head.headers) => {
@@ -242,6 +254,9 @@ async fn post(
         };
         return rpc(StatusCode::BAD_REQUEST, &jsonrpc::error(id, &err), style);
     }
+    if ctx.backend.stateless {
+        return post_stateless(ctx, headers, msg, style).await;
+    }
     match msg {
         ClientMessage::Request { id, method, params } if method == "initialize" => {
             match ctx.initialize(params.as_ref()).await {
@@ -298,6 +313,54 @@ async fn post(
             answer_server_request(ctx, &session, &id, message).await;
             accepted()
         }
+    }
+}
+
+/// A session-style message in stateless mode: `initialize` opens the targets'
+/// sessions only to negotiate and merge, then ends them and issues no session id;
+/// any other request runs over upstream sessions opened for it alone. Notifications
+/// and client responses have nothing to reach and are acknowledged.
+async fn post_stateless(
+    ctx: &Ctx<'_>,
+    headers: &HeaderMap,
+    msg: ClientMessage,
+    style: Answer,
+) -> Response<Body> {
+    let (id, method, params) = match msg {
+        ClientMessage::Request { id, method, params } => (id, method, params),
+        ClientMessage::Notification { .. } | ClientMessage::Response { .. } => {
+            return accepted();
+        }
+    };
+    let result = match method.as_str() {
+        "initialize" => match ctx.handshake(params.as_ref()).await {
+            Ok((result, state)) => {
+                handshake::end_sessions(ctx.backend, state.upstreams, ctx.timeout);
+                ctx.metrics.set_sessions(&ctx.backend.key, 0);
+                Ok(result)
+            }
+            Err(e) => Err(e),
+        },
+        "ping" => Ok(json!({})),
+        _ => {
+            // The version the client negotiated, when it says (2025-06-18 and later).
+            let version = headers
+                .get(VERSION_HEADER)
+                .and_then(|v| {
+                    SUPPORTED_VERSIONS
+                        .iter()
+                        .find(|s| v.as_bytes() == s.as_bytes())
+                })
+                .unwrap_or(&SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]);
+            let session = Session::stateless(version);
+            let r = ctx.serve(&session, &method, &id, params).await;
+            session.finish(ctx.backend, ctx.timeout);
+            r
+        }
+    };
+    match result {
+        Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
+        Err(e) => rpc(e.http_status(), &jsonrpc::error(Some(&id), &e), style),
     }
 }
 
@@ -473,6 +536,7 @@ pub(super) fn session_by_id(
         id: id.to_owned(),
         state,
         later,
+        scratch: None,
     })
 }
 
@@ -501,7 +565,12 @@ fn sweep(backend: &McpBackend, timeout: Duration) {
             let Ok(state) = backend.cipher.open(&id) else {
                 continue;
             };
-            Session { id, state, later }
+            Session {
+                id,
+                state,
+                later,
+                scratch: None,
+            }
         };
         let targets = upstreams_of(backend, &session);
         tracing::debug!(backend = %backend.key, "mcp session expired after being idle");

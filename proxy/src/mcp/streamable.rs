@@ -4,10 +4,19 @@
 //! JSON or as an SSE stream; either way the response to our request id is returned, and
 //! the other messages of a stream (progress, logs, server requests) go to a [`Relay`].
 //!
+//! A target that speaks only the 2026-07-28 style refuses `initialize` with
+//! `UNSUPPORTED_PROTOCOL_VERSION` naming only versions of that style. The gateway then
+//! asks it `server/discover` instead (its answer is the target's offer, like an
+//! initialize result), remembers that the target is of that style, and sends it every
+//! message wrapped in the per-request envelope (`envelope`) with the routing headers,
+//! without a session: the upstream session it returns has no id and the version of
+//! that style. Results lose the fields only that style adds.
+//!
 //! It runs over the proxy's pooled [`UpstreamClient`]. It must not know about client
 //! sessions, names or federation: callers decide what to send.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,11 +26,12 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::envelope::{self, METHOD_HEADER, NAME_HEADER};
 use super::jsonrpc;
 use super::relay::Relay;
 use super::upstream::{
     Reply, SESSION_HEADER, TargetError, UpstreamSession, VERSION_HEADER, initialize_request,
-    negotiated_version, reply_from, within,
+    negotiated_version, reply_from, take_reply, within,
 };
 use crate::http::body;
 use crate::http::upstream::UpstreamClient;
@@ -36,6 +46,12 @@ pub struct HttpTarget {
     client: Arc<UpstreamClient>,
     host: HeaderValue,
     path: http::uri::PathAndQuery,
+    /// Set once the target refused `initialize` as a server of the 2026-07-28 style
+    /// only: sessions are opened with `server/discover` from then on.
+    modern_only: AtomicBool,
+    /// What [`HttpTarget::open_stateless`] learned: whether the target answers
+    /// `server/discover` (`Some(true)`) or not, and its last offer.
+    discovers: Mutex<(Option<bool>, Option<Value>)>,
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -72,21 +88,42 @@ impl HttpTarget {
             client,
             host,
             path,
+            modern_only: AtomicBool::new(false),
+            discovers: Mutex::default(),
         }
     }
 
     /// Opens a session: `initialize` with the gateway's own client identity, then
-    /// `notifications/initialized`. Returns the session and the target's initialize result.
+    /// `notifications/initialized`. Returns the session and the target's initialize
+    /// result. A target of the 2026-07-28 style only is asked `server/discover` instead
+    /// (see the module comment).
     pub async fn initialize(
         &self,
         version: &str,
         timeout: Duration,
     ) -> Result<(UpstreamSession, Value), TargetError> {
+        if self.modern_only.load(Ordering::Relaxed) {
+            return self.discover(MODERN_DEFAULT, timeout).await;
+        }
         let id = json!(0);
         let msg = initialize_request(&id, version);
         let (reply, session_id) = self.exchange(None, None, &msg, &id, timeout, None).await?;
-        let result =
-            reply.map_err(|e| TargetError::Protocol(format!("initialize was refused: {e}")))?;
+        let result = match reply {
+            Ok(result) => result,
+            Err(e) => match envelope::modern_only_refusal(&e) {
+                Some(modern) => {
+                    if !self.modern_only.swap(true, Ordering::Relaxed) {
+                        tracing::info!(target = %self.name, url = %self.url, version = modern, "MCP target speaks only the 2026-07-28 protocol style; using it without sessions");
+                    }
+                    return self.discover(modern, timeout).await;
+                }
+                None => {
+                    return Err(TargetError::Protocol(format!(
+                        "initialize was refused: {e}"
+                    )));
+                }
+            },
+        };
         let session = UpstreamSession {
             target: self.name.to_string(),
             id: session_id,
@@ -98,6 +135,82 @@ impl HttpTarget {
         Ok((session, result))
     }
 
+    /// Opens a session for one request of stateless mode: when the target speaks the
+    /// 2026-07-28 style (alone or besides the session style), a session of that style,
+    /// which needs no handshake (asked `server/discover` once; its offer is reused
+    /// after); otherwise, `initialize`. A target that does not answer `server/discover`
+    /// is not asked again.
+    pub async fn open_stateless(
+        &self,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<(UpstreamSession, Value), TargetError> {
+        let known = {
+            let known = self
+                .discovers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            known.clone()
+        };
+        match known {
+            (Some(true), Some(offer)) => {
+                let session = UpstreamSession {
+                    target: self.name.to_string(),
+                    id: None,
+                    version: MODERN_DEFAULT.to_owned(),
+                    sse: false,
+                };
+                return Ok((session, offer));
+            }
+            (Some(false), _) => return self.initialize(version, timeout).await,
+            _ => {}
+        }
+        let probed = match self.discover(MODERN_DEFAULT, timeout).await {
+            Ok((session, offer)) if envelope::offers_modern(&offer) => Some((session, offer)),
+            Ok(_) | Err(TargetError::Protocol(_) | TargetError::Status(_)) => None,
+            Err(e) => return Err(e),
+        };
+        {
+            let mut discovers = self
+                .discovers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *discovers = (
+                Some(probed.is_some()),
+                probed.as_ref().map(|(_, o)| o.clone()),
+            );
+        }
+        match probed {
+            Some(opened) => {
+                tracing::info!(target = %self.name, url = %self.url, "MCP target speaks the 2026-07-28 protocol style; stateless requests use it without sessions");
+                Ok(opened)
+            }
+            None => self.initialize(version, timeout).await,
+        }
+    }
+
+    /// `server/discover` at `version` (of the 2026-07-28 style): a session without an
+    /// id, and the target's offer.
+    async fn discover(
+        &self,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<(UpstreamSession, Value), TargetError> {
+        let session = UpstreamSession {
+            target: self.name.to_string(),
+            id: None,
+            version: version.to_owned(),
+            sse: false,
+        };
+        let id = json!(0);
+        let msg = jsonrpc::request(&id, "server/discover", None);
+        let offer = self
+            .request(&session, &msg, &id, timeout, None)
+            .await?
+            .map_err(|e| TargetError::Protocol(format!("server/discover was refused: {e}")))?;
+        Ok((session, offer))
+    }
+
     /// Sends a request in `session` and waits for the response to `id`.
     pub async fn request(
         &self,
@@ -107,16 +220,22 @@ impl HttpTarget {
         timeout: Duration,
         relay: Option<&Relay>,
     ) -> Result<Reply, TargetError> {
-        self.exchange(
-            session.id.as_deref(),
-            Some(&session.version),
-            msg,
-            id,
-            timeout,
-            relay,
-        )
-        .await
-        .map(|(reply, _)| reply)
+        let (mut reply, _) = self
+            .exchange(
+                session.id.as_deref(),
+                Some(&session.version),
+                msg,
+                id,
+                timeout,
+                relay,
+            )
+            .await?;
+        if envelope::is_modern_version(&session.version)
+            && let Ok(result) = &mut reply
+        {
+            envelope::unwrap_result(result);
+        }
+        Ok(reply)
     }
 
     /// Sends a notification in `session` (the target answers 202).
@@ -174,6 +293,15 @@ impl HttpTarget {
         version: Option<&str>,
         msg: &Value,
     ) -> Result<Request<body::Body>, TargetError> {
+        let modern = version.is_some_and(envelope::is_modern_version);
+        let wrapped;
+        let msg = match version {
+            Some(v) if modern => {
+                wrapped = envelope::wrap(msg, v);
+                &wrapped
+            }
+            _ => msg,
+        };
         let bytes = serde_json::to_vec(msg).map_err(|e| TargetError::Protocol(e.to_string()))?;
         let mut req = Request::new(body::full(bytes));
         *req.method_mut() = Method::POST;
@@ -198,6 +326,15 @@ impl HttpTarget {
         if let Some(v) = version {
             h.insert(VERSION_HEADER, header_value(v)?);
         }
+        if modern {
+            let (method, name) = envelope::routing_headers(msg);
+            if let Some(m) = method {
+                h.insert(METHOD_HEADER, header_value(m)?);
+            }
+            if let Some(n) = name {
+                h.insert(NAME_HEADER, header_value(&n)?);
+            }
+        }
         Ok(req)
     }
 
@@ -218,6 +355,17 @@ impl HttpTarget {
             let status = resp.status();
             if status == StatusCode::NOT_FOUND && session.is_some() {
                 return Err(TargetError::SessionGone);
+            }
+            if status.is_client_error() && is_json(resp.headers()) {
+                // A JSON-RPC error answered with a 4xx status (2026-07-28 servers map
+                // error codes to statuses): the error is the reply.
+                let bytes = read_limited(resp.into_body()).await?;
+                return serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|m| reply_from(&m, id))
+                    .filter(Result::is_err)
+                    .map(|reply| (reply, None))
+                    .ok_or(TargetError::Status(status));
             }
             if !status.is_success() {
                 return Err(TargetError::Status(status));
@@ -241,12 +389,12 @@ impl HttpTarget {
                 read_sse_reply(&mut body, id, relay).await?
             } else {
                 let bytes = read_limited(body).await?;
-                reply_from(
-                    &serde_json::from_slice(&bytes)
+                take_reply(
+                    serde_json::from_slice(&bytes)
                         .map_err(|e| TargetError::Protocol(format!("response is not JSON: {e}")))?,
                     id,
                 )
-                .ok_or_else(|| TargetError::Protocol("no response to the request".into()))?
+                .map_err(|_| TargetError::Protocol("no response to the request".into()))?
             };
             Ok((reply, session_id))
         })
@@ -338,6 +486,21 @@ impl EventStream {
     }
 }
 
+/// The version of the 2026-07-28 style a target already known to speak only that style
+/// is asked at.
+const MODERN_DEFAULT: &str = super::MODERN_VERSIONS[super::MODERN_VERSIONS.len() - 1];
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+}
+
 /// `v` as a header value, or a protocol error.
 pub(super) fn header_value(v: &str) -> Result<HeaderValue, TargetError> {
     HeaderValue::from_str(v)
@@ -379,11 +542,12 @@ async fn read_sse_reply(
         }
         for event in parser.push(&data) {
             match serde_json::from_str::<Value>(&event) {
-                Ok(msg) => match reply_from(&msg, id) {
-                    Some(reply) => return Ok(reply),
-                    None if relay.is_some_and(|r| r.forward(msg)) => {}
-                    None => {
-                        tracing::debug!(message = %event, "skipping an upstream stream message")
+                Ok(msg) => match take_reply(msg, id) {
+                    Ok(reply) => return Ok(reply),
+                    Err(msg) => {
+                        if !relay.is_some_and(|r| r.forward(msg)) {
+                            tracing::debug!(message = %event, "skipping an upstream stream message")
+                        }
                     }
                 },
                 Err(e) => tracing::debug!(error = %e, "skipping a non-JSON upstream event"),

@@ -150,6 +150,20 @@ impl Target {
         }
     }
 
+    /// Opens a session for one request of stateless mode: a session of the 2026-07-28
+    /// style (no handshake, nothing to end) when an HTTP target speaks it, else like
+    /// [`Target::initialize`].
+    pub async fn open_stateless(
+        &self,
+        version: &str,
+        timeout: Duration,
+    ) -> Result<(UpstreamSession, Value), TargetError> {
+        match &self.transport {
+            Transport::Http(t) => t.open_stateless(version, timeout).await,
+            Transport::Stdio(t) => t.initialize(version, timeout).await,
+        }
+    }
+
     /// Sends a request in `session` and waits for the response to `id`; what the target
     /// sends meanwhile (progress, logs, server requests) goes to `relay`.
     pub async fn request(
@@ -249,6 +263,21 @@ pub fn reply_from(msg: &Value, id: &Value) -> Option<Reply> {
     msg.get("error").map(|e| Err(e.clone()))
 }
 
+/// As [`reply_from`], taking the message: the result is moved out instead of copied (a
+/// long list costs as much to copy as to parse). Gives the message back when it is not
+/// the response to `id`.
+pub fn take_reply(mut msg: Value, id: &Value) -> Result<Reply, Value> {
+    if msg.get("id") == Some(id) {
+        if let Some(r) = msg.get_mut("result") {
+            return Ok(Ok(r.take()));
+        }
+        if let Some(e) = msg.get_mut("error") {
+            return Ok(Err(e.take()));
+        }
+    }
+    Err(msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +299,23 @@ mod tests {
             reply_from(&json!({"id": 3, "error": {"code": -1}}), &id),
             Some(Err(json!({"code": -1})))
         );
+    }
+
+    #[test]
+    fn taken_reply_matches_only_our_id_and_gives_back_the_rest() {
+        let id = json!(3);
+        assert_eq!(
+            take_reply(json!({"id": 3, "result": {"ok": true}}), &id),
+            Ok(Ok(json!({"ok": true})))
+        );
+        assert_eq!(
+            take_reply(json!({"id": 3, "error": {"code": -1}}), &id),
+            Ok(Err(json!({"code": -1})))
+        );
+        // A request from the server that happens to reuse our id is not the reply.
+        let request = json!({"id": 3, "method": "sampling/createMessage"});
+        assert_eq!(take_reply(request.clone(), &id), Err(request));
+        let other = json!({"id": 4, "result": {}});
+        assert_eq!(take_reply(other.clone(), &id), Err(other));
     }
 }

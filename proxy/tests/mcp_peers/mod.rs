@@ -103,6 +103,53 @@ impl FastMcp {
         format!("http://{}/sse", self.addr)
     }
 
+    /// Starts e2e/mcp/fastmcp_server.py speaking only `versions` (comma-separated,
+    /// oldest first), the SDK's negotiation over a shorter list.
+    pub fn start_pinned(name: &str, versions: &str) -> FastMcp {
+        let port = super::support::free_port();
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "300"])
+            .arg(python())
+            .arg(fixture("fastmcp_server.py"))
+            .args([name, &port.to_string()])
+            .env("MCP_PIN_VERSIONS", versions);
+        FastMcp(ServerProcess::start(name, port, cmd))
+    }
+
+    /// Starts e2e/mcp/modern_server.py: SDK 2.x `MCPServer` speaking only the
+    /// 2026-07-28 style (no `initialize`, no sessions).
+    pub fn start_modern(name: &str) -> FastMcp {
+        Self::start_v2(name, &[])
+    }
+
+    /// Starts e2e/mcp/modern_server.py serving both protocol generations, as an SDK
+    /// 2.x `MCPServer` does by default.
+    pub fn start_v2_both(name: &str) -> FastMcp {
+        Self::start_v2(name, &["both"])
+    }
+
+    fn start_v2(name: &str, extra: &[&str]) -> FastMcp {
+        let port = super::support::free_port();
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "300"])
+            .arg(python2())
+            .arg(fixture("modern_server.py"))
+            .args([name, &port.to_string()])
+            .args(extra);
+        FastMcp(ServerProcess::start(name, port, cmd))
+    }
+
+    /// How many session-style requests a server of e2e/mcp/modern_server.py got
+    /// (refused when it speaks only the 2026-07-28 style).
+    pub fn session_style_requests(&self) -> u64 {
+        let (status, body) = super::support::client::blocking_get(self.addr, "/session-style")
+            .expect("the server answers /session-style");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["count"]
+            .as_u64()
+            .unwrap()
+    }
+
     fn start_script(script: &str, name: &str, port: u16) -> FastMcp {
         Self::start_script_with(script, name, port, &[])
     }
