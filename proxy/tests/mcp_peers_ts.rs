@@ -225,3 +225,82 @@ fn inspector_cli_lists_and_calls_tools_through_the_gateway() {
     assert_eq!(called["content"], json!([{ "type": "text", "text": "42" }]));
     assert_eq!(called["isError"], false);
 }
+
+#[test]
+fn server_everything_over_stdio_relays_progress_sampling_elicitation_and_roots() {
+    let py = FastMcp::start("py");
+    let port = free_port();
+    let targets = format!(
+        "{}{}",
+        mcp_peers::http_target("py", &py.url()),
+        node_peers::everything_stdio_target("everything")
+    );
+    let proxy = Proxy::start(&mcp_peers::gateway_config_yaml(port, &targets, ""));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let relay = |tool: &str, args: &str| {
+        node_peers::ts_client(&url, "relay", &[tool, args])
+            .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()))
+    };
+
+    let out = relay(
+        "everything_trigger-long-running-operation",
+        r#"{"duration": 1, "steps": 2}"#,
+    );
+    assert_eq!(out["isError"], false, "{out}");
+    assert_eq!(out["progress"], json!([1, 2]), "{out}");
+
+    let out = relay(
+        "everything_trigger-sampling-request",
+        r#"{"prompt": "tides"}"#,
+    );
+    assert_eq!(
+        out["requests"][0]["method"], "sampling/createMessage",
+        "{out}"
+    );
+    let text = strings(&out["text"]).join("\n");
+    assert!(
+        text.contains("sampled: Resource trigger-sampling-request context: tides"),
+        "{out}"
+    );
+
+    let out = relay("everything_trigger-elicitation-request", "{}");
+    assert_eq!(out["requests"][0]["method"], "elicitation/create", "{out}");
+    let text = strings(&out["text"]).join("\n");
+    assert!(
+        text.contains("User provided the requested information") && text.contains("Ada"),
+        "{out}"
+    );
+
+    let out = relay("everything_get-roots-list", "{}");
+    assert!(
+        out["requests"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "method": "roots/list", "text": null })),
+        "{out}"
+    );
+    let text = strings(&out["text"]).join("\n");
+    assert!(text.contains("file:///work/agentmesh"), "{out}");
+}
+
+#[test]
+fn server_everything_over_stdio_reaches_the_client_between_requests_on_its_get_stream() {
+    let port = free_port();
+    let targets = node_peers::everything_stdio_target("everything");
+    let proxy = Proxy::start(&mcp_peers::gateway_config_yaml(port, &targets, ""));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+
+    // The tool starts sending a log message every 5 s, outside any request (and the
+    // server logs when it gets the client's roots, which it asks outside requests too):
+    // once the call is answered, only the client's GET stream can carry them.
+    let out = node_peers::ts_client(&url, "relay-then-wait", &["toggle-simulated-logging", "{}"])
+        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+
+    assert_eq!(out["isError"], false, "{out}");
+    let after = strings(&out["logsAfter"]);
+    assert!(
+        !after.is_empty(),
+        "a log message after the answer, on the GET stream: {out}\nproxy log:\n{}",
+        proxy.logs()
+    );
+}

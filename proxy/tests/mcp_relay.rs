@@ -1,7 +1,9 @@
 //! Messages outside the request/response pair, through the MCP gateway with real peers:
 //! a Python SDK 1.x FastMCP server (e2e/mcp/relay_server.py) whose tools report
 //! progress, log, elicit, sample, wait to be cancelled and change their tool list, and
-//! the SDK 1.x client (session style) with callbacks for each.
+//! the SDK 1.x client (session style) with callbacks for each. Each behaviour is proved
+//! twice: with the server over streamable HTTP, and with the same server run by the
+//! gateway as a stdio target (a process per client session).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod mcp_peers;
@@ -48,8 +50,9 @@ fn progress_and_log_messages_reach_the_calling_client_before_the_result() {
     );
 }
 
-#[test]
-fn progress_of_a_stdio_target_reaches_the_calling_client() {
+/// An HTTP relay server and the same server as a per-session stdio target `local`
+/// behind the gateway, and the gateway's URL.
+fn gateway_with_stdio() -> (FastMcp, Proxy, String) {
     let alpha = FastMcp::start_relay("alpha");
     let port = free_port();
     let targets = format!(
@@ -58,14 +61,88 @@ fn progress_of_a_stdio_target_reaches_the_calling_client() {
         relay_stdio_target("local")
     );
     let proxy = Proxy::start(&gateway_config_yaml(port, &targets, ""));
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    (alpha, proxy, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+#[test]
+fn progress_and_log_messages_of_a_stdio_target_reach_the_calling_client() {
+    let (_alpha, proxy, url) = gateway_with_stdio();
 
     let out = run(&proxy, &url, "progress", &["local_count", r#"{"n": 2}"#]);
 
     assert_eq!(out["text"], json!(["local counted to 2"]), "{out}");
-    let steps: Vec<&Value> = out["progress"].as_array().unwrap().iter().collect();
-    assert_eq!(steps.len(), 2, "{out}");
-    assert_eq!(steps[1]["message"], "step 2");
+    assert_eq!(
+        out["progress"],
+        json!([
+            { "progress": 1.0, "total": 2.0, "message": "step 1" },
+            { "progress": 2.0, "total": 2.0, "message": "step 2" },
+        ]),
+        "the client's own progress token came back: {out}"
+    );
+    assert_eq!(
+        out["logs"],
+        json!(["local step 1", "local step 2"]),
+        "{out}"
+    );
+}
+
+#[test]
+fn elicitation_and_sampling_round_trip_to_a_stdio_target() {
+    let (_alpha, proxy, url) = gateway_with_stdio();
+
+    let out = run(&proxy, &url, "answer", &["local_favourite"]);
+    assert_eq!(out["text"], json!(["local: teal"]), "{out}");
+    assert_eq!(out["requests"][0]["method"], "elicitation/create");
+    assert_eq!(
+        out["requests"][0]["message"],
+        "local asks: your favourite colour?"
+    );
+
+    let out = run(&proxy, &url, "answer", &["local_compose"]);
+    assert_eq!(
+        out["text"],
+        json!(["local got: sampled: a line on tides"]),
+        "{out}"
+    );
+    assert_eq!(out["requests"][0]["method"], "sampling/createMessage");
+}
+
+#[test]
+fn cancellation_reaches_the_stdio_process_running_the_request() {
+    let (_alpha, proxy, url) = gateway_with_stdio();
+
+    let out = run(
+        &proxy,
+        &url,
+        "cancel",
+        &["local_linger", "local_cancellations"],
+    );
+
+    assert_eq!(
+        out["counter"],
+        json!(["1"]),
+        "{out}\nproxy log:\n{}",
+        proxy.logs()
+    );
+}
+
+#[test]
+fn list_changed_notifications_of_a_stdio_target_reach_the_client() {
+    let (_alpha, proxy, url) = gateway_with_stdio();
+
+    let out = run(&proxy, &url, "list-changed", &["local_grow"]);
+
+    assert_eq!(out["text"], json!(["grown"]), "{out}");
+    let tools = out["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!("local_extra")), "{out}");
+    assert!(!tools.contains(&json!("alpha_extra")), "{out}");
+    assert!(
+        out["notifications"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("notifications/tools/list_changed")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub mod config;
 pub mod envelope;
 pub mod federation;
 pub mod handshake;
+pub mod inbox;
 pub mod items;
 pub mod jsonrpc;
 pub mod legacy;

@@ -19,7 +19,6 @@
 //! This module must not know about client sessions, names or federation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::inbox::Inbox;
 use super::jsonrpc::{self, code};
 use super::relay::Relay;
 use super::remote::HttpAddress;
@@ -161,11 +161,7 @@ impl SseTarget {
     pub fn open_stream(&self, session: &UpstreamSession) -> Result<EventStream, TargetError> {
         let conn = self.connection(session)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        *conn
-            .shared
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        conn.shared.listen(tx);
         Ok(EventStream::from_channel(rx))
     }
 
@@ -181,7 +177,7 @@ impl SseTarget {
     fn connection(&self, session: &UpstreamSession) -> Result<Arc<SseConnection>, TargetError> {
         let key = session.id.as_deref().ok_or(TargetError::SessionGone)?;
         match self.pool.get(&self.name, key) {
-            Some(c) if c.url == self.url && !c.shared.closed.load(Ordering::Acquire) => Ok(c),
+            Some(c) if c.url == self.url && !c.shared.is_closed() => Ok(c),
             Some(_) => {
                 // Closed, or opened for an older config of this target.
                 self.pool.remove(&self.name, key);
@@ -224,7 +220,7 @@ impl SseTarget {
                 "the SSE URL did not answer with an event stream".into(),
             ));
         }
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Inbox::default());
         let (found, endpoint) = oneshot::channel();
         let reader = Reader {
             name: self.name.clone(),
@@ -334,120 +330,8 @@ struct SseConnection {
     /// The target URL it was opened for (a reloaded config may change it).
     url: String,
     endpoint: PathAndQuery,
-    shared: Arc<Shared>,
+    shared: Arc<Inbox>,
     _reader: AbortOnDrop,
-}
-
-/// What the stream's reader and the requests share.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Requests waiting for their answer, by id (as JSON text), with their relay.
-    waiting: Mutex<Vec<Waiting>>,
-    /// The session's server-to-client stream, when the client opened one.
-    listener: Mutex<Option<mpsc::UnboundedSender<Value>>>,
-    closed: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Waiting {
-    id: String,
-    answer: Option<oneshot::Sender<Reply>>,
-    relay: Option<Relay>,
-}
-
-impl Shared {
-    /// Registers a request waiting for the answer `id`; forgotten when the guard drops.
-    fn wait(
-        &self,
-        id: String,
-        answer: oneshot::Sender<Reply>,
-        relay: Option<Relay>,
-    ) -> WaitGuard<'_> {
-        self.lock().push(Waiting {
-            id: id.clone(),
-            answer: Some(answer),
-            relay,
-        });
-        WaitGuard { shared: self, id }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Hands an answer to the request waiting for it.
-    fn answer(&self, id: &Value, reply: Reply) {
-        let key = id.to_string();
-        let waiter = self
-            .lock()
-            .iter_mut()
-            .find(|w| w.id == key)
-            .and_then(|w| w.answer.take());
-        if let Some(w) = waiter {
-            let _ = w.send(reply);
-        }
-    }
-
-    /// Routes a message that is not an answer (see the module comment). Returns it
-    /// back when nobody took it.
-    fn route(&self, msg: Value) -> Option<Value> {
-        let progress = msg
-            .get("method")
-            .is_some_and(|m| m == "notifications/progress");
-        let relay = {
-            let waiting = self.lock();
-            if progress {
-                let token = msg.pointer("/params/progressToken");
-                waiting
-                    .iter()
-                    .filter_map(|w| w.relay.as_ref())
-                    .find(|r| r.progress_token().is_some() && r.progress_token() == token)
-                    .cloned()
-            } else {
-                waiting.iter().rev().find_map(|w| w.relay.clone())
-            }
-        };
-        if let Some(relay) = relay {
-            // Progress nobody asked for is dropped here too.
-            relay.forward(msg);
-            return None;
-        }
-        if progress {
-            return None;
-        }
-        let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
-        match listener.as_ref() {
-            Some(l) => l.send(msg).err().map(|e| e.0),
-            None => Some(msg),
-        }
-    }
-
-    /// The stream ended: every waiting request fails, the listener's stream ends.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        for w in self.lock().iter_mut() {
-            w.answer.take();
-        }
-        self.listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-    }
-}
-
-/// Forgets a waiting request.
-struct WaitGuard<'a> {
-    shared: &'a Shared,
-    id: String,
-}
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        let mut waiting = self.shared.lock();
-        if let Some(i) = waiting.iter().position(|w| w.id == self.id) {
-            waiting.remove(i);
-        }
-    }
 }
 
 /// What the endpoint announced by a stream is resolved against.
@@ -496,7 +380,7 @@ impl EndpointBase {
 /// Reads one event stream until it ends, routing what it carries.
 struct Reader {
     name: Arc<str>,
-    shared: Arc<Shared>,
+    shared: Arc<Inbox>,
     base: EndpointBase,
     client: Arc<UpstreamClient>,
     host: HeaderValue,
@@ -635,53 +519,5 @@ mod tests {
         ] {
             assert!(b.resolve(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn stream_messages_go_to_the_waiting_request_then_the_listener() {
-        let shared = Shared::default();
-        let (tx, mut to_client) = mpsc::unbounded_channel();
-        let relay = Relay::new("alpha".into(), Some((json!(7), json!("t"))), false, tx);
-        let (answer, answered) = oneshot::channel();
-        {
-            let _w = shared.wait("7".into(), answer, Some(relay));
-            let progress =
-                json!({ "method": "notifications/progress", "params": { "progressToken": 7 } });
-            assert!(shared.route(progress).is_none());
-            assert!(
-                shared
-                    .route(json!({ "id": 3, "method": "sampling/createMessage" }))
-                    .is_none()
-            );
-            shared.answer(&json!(7), Ok(json!({ "ok": true })));
-        }
-        assert_eq!(
-            answered.blocking_recv().ok(),
-            Some(Ok(json!({ "ok": true })))
-        );
-        assert_eq!(
-            to_client
-                .try_recv()
-                .ok()
-                .map(|m| m["params"]["progressToken"].clone()),
-            Some(json!("t")),
-            "the client's token back"
-        );
-        assert_eq!(
-            to_client.try_recv().ok().map(|m| m["id"].clone()),
-            Some(json!("alpha:3"))
-        );
-        // Nobody waiting and no listener: the message comes back to be answered.
-        let req = json!({ "id": 4, "method": "roots/list" });
-        assert_eq!(shared.route(req.clone()), Some(req.clone()));
-        let (l, mut listened) = mpsc::unbounded_channel();
-        *shared
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(l);
-        assert!(shared.route(req.clone()).is_none());
-        assert_eq!(listened.try_recv().ok(), Some(req));
-        shared.close();
-        assert!(listened.try_recv().is_err());
     }
 }

@@ -8,9 +8,10 @@
 //!   of the client's upstream sessions (streamable-HTTP targets that offer one), carrying
 //!   list-changed and resource-updated notifications and server requests not tied to a
 //!   client request (for a legacy SSE target, what its one event stream carries outside
-//!   requests). Stdio targets have no such stream. A client whose targets offer no
-//!   stream gets 405, as the transport spec allows. The legacy transport (`legacy`)
-//!   relays the same upstream streams onto its event stream.
+//!   requests; for a stdio target, what its process writes outside requests). A
+//!   client whose targets offer no stream gets 405, as the transport spec allows. The
+//!   legacy transport (`legacy`) relays the same upstream streams onto its event
+//!   stream.
 //!
 //! The work behind a stream runs in a task owned by the response body: a client that
 //! goes away stops it (and the upstream requests and streams with it).

@@ -12,6 +12,12 @@
 //! without a session: the upstream session it returns has no id and the version of
 //! that style. Results lose the fields only that style adds.
 //!
+//! A response stream that ends before the response (a server polling its clients,
+//! SEP-1699) is resumed: after the `retry` time the stream named (1 s without one), a
+//! `GET` carrying `Last-Event-ID` (the last event id seen) continues it, at most
+//! [`MAX_RESUMPTIONS`] times and within the request's time limit. A stream that ends
+//! without any event id cannot be resumed: that is an invalid answer.
+//!
 //! It runs over the proxy's pooled [`UpstreamClient`]. It must not know about client
 //! sessions, names or federation: callers decide what to send.
 
@@ -38,6 +44,12 @@ use crate::http::upstream::UpstreamClient;
 
 /// Largest upstream response body read, JSON or SSE.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How many times one response stream is resumed before the request fails.
+const MAX_RESUMPTIONS: u32 = 8;
+/// Wait before resuming a stream that named no `retry` time.
+const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// Longest `retry` time obeyed (a bigger one is cut to this).
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// One upstream MCP server reached over streamable HTTP.
 pub struct HttpTarget {
@@ -386,7 +398,9 @@ impl HttpTarget {
                 });
             let mut body = resp.into_body();
             let reply = if is_sse {
-                read_sse_reply(&mut body, id, relay).await?
+                let session = session_id.as_deref().or(session);
+                self.read_stream_reply(&mut body, session, version, id, relay)
+                    .await?
             } else {
                 let bytes = read_limited(body).await?;
                 take_reply(
@@ -403,16 +417,56 @@ impl HttpTarget {
 }
 
 impl HttpTarget {
-    /// Opens the server-to-client stream of `session` (`GET`); `None` when the target
-    /// offers none (405) or the session is stateless.
-    pub async fn open_stream(
+    /// Reads the response to `id` from an SSE response stream, resuming the stream
+    /// when it ends first (see the module comment).
+    async fn read_stream_reply(
         &self,
-        session: &UpstreamSession,
-        timeout: Duration,
-    ) -> Result<Option<EventStream>, TargetError> {
-        let Some(id) = &session.id else {
-            return Ok(None);
-        };
+        body: &mut hyper::body::Incoming,
+        session: Option<&str>,
+        version: Option<&str>,
+        id: &Value,
+        relay: Option<&Relay>,
+    ) -> Result<Reply, TargetError> {
+        let mut parser = SseParser::default();
+        let mut seen = 0usize;
+        if let Some(reply) = read_sse_reply(body, &mut parser, &mut seen, id, relay).await? {
+            return Ok(reply);
+        }
+        for _ in 0..MAX_RESUMPTIONS {
+            let Some(last) = parser.last_event_id().map(str::to_owned) else {
+                break;
+            };
+            let wait = parser.retry().unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
+            tokio::time::sleep(wait).await;
+            let mut req = self.get(session, version)?;
+            req.headers_mut()
+                .insert("last-event-id", header_value(&last)?);
+            let resp = self.client.send(req).await?;
+            match resp.status() {
+                StatusCode::NOT_FOUND if session.is_some() => return Err(TargetError::SessionGone),
+                s if !s.is_success() => return Err(TargetError::Status(s)),
+                _ => {}
+            }
+            tracing::debug!(target = %self.name, last_event_id = %last, "upstream response stream resumed");
+            parser.restart();
+            let mut body = resp.into_body();
+            if let Some(reply) =
+                read_sse_reply(&mut body, &mut parser, &mut seen, id, relay).await?
+            {
+                return Ok(reply);
+            }
+        }
+        Err(TargetError::Protocol(
+            "the stream ended without a response".into(),
+        ))
+    }
+
+    /// A `GET` of the target's server-to-client stream in `session`.
+    fn get(
+        &self,
+        session: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Request<body::Body>, TargetError> {
         let mut req = Request::new(body::empty());
         *req.uri_mut() = self
             .path
@@ -425,8 +479,26 @@ impl HttpTarget {
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
-        h.insert(SESSION_HEADER, header_value(id)?);
-        h.insert(VERSION_HEADER, header_value(&session.version)?);
+        if let Some(id) = session {
+            h.insert(SESSION_HEADER, header_value(id)?);
+        }
+        if let Some(v) = version {
+            h.insert(VERSION_HEADER, header_value(v)?);
+        }
+        Ok(req)
+    }
+
+    /// Opens the server-to-client stream of `session` (`GET`); `None` when the target
+    /// offers none (405) or the session is stateless.
+    pub async fn open_stream(
+        &self,
+        session: &UpstreamSession,
+        timeout: Duration,
+    ) -> Result<Option<EventStream>, TargetError> {
+        let Some(id) = &session.id else {
+            return Ok(None);
+        };
+        let req = self.get(Some(id), Some(&session.version))?;
         let resp = within(timeout, self.client.send(req)).await??;
         match resp.status() {
             StatusCode::METHOD_NOT_ALLOWED => Ok(None),
@@ -522,28 +594,33 @@ pub(super) async fn read_limited(mut body: hyper::body::Incoming) -> Result<Byte
     Ok(buf.freeze())
 }
 
-/// Reads SSE events until the response to `id`. Other messages on the stream
-/// (progress, logging, server requests) go to `relay`, or are skipped without one.
+/// Reads SSE events until the response to `id`; `None` when the stream ends first.
+/// Other messages on the stream (progress, logging, server requests) go to `relay`, or
+/// are skipped without one. `seen` counts the bytes read over every resumption.
 async fn read_sse_reply(
     body: &mut hyper::body::Incoming,
+    parser: &mut SseParser,
+    seen: &mut usize,
     id: &Value,
     relay: Option<&Relay>,
-) -> Result<Reply, TargetError> {
-    let mut parser = SseParser::default();
-    let mut seen = 0usize;
+) -> Result<Option<Reply>, TargetError> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| TargetError::Protocol(format!("stream failed: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        seen += data.len();
-        if seen > MAX_RESPONSE_BYTES {
+        *seen += data.len();
+        if *seen > MAX_RESPONSE_BYTES {
             return Err(TargetError::Protocol("stream too large".into()));
         }
         for event in parser.push(&data) {
+            // An event with no data (a stream's priming event) carries no message.
+            if event.is_empty() {
+                continue;
+            }
             match serde_json::from_str::<Value>(&event) {
                 Ok(msg) => match take_reply(msg, id) {
-                    Ok(reply) => return Ok(reply),
+                    Ok(reply) => return Ok(Some(reply)),
                     Err(msg) => {
                         if !relay.is_some_and(|r| r.forward(msg)) {
                             tracing::debug!(message = %event, "skipping an upstream stream message")
@@ -554,9 +631,7 @@ async fn read_sse_reply(
             }
         }
     }
-    Err(TargetError::Protocol(
-        "the stream ended without a response".into(),
-    ))
+    Ok(None)
 }
 
 /// An incremental `text/event-stream` parser that yields each event's `data` (and,
@@ -566,6 +641,10 @@ pub struct SseParser {
     buf: Vec<u8>,
     name: Option<String>,
     data: Option<String>,
+    /// The last `id` field seen (it carries over events and reconnections).
+    last_id: Option<String>,
+    /// The last valid `retry` field seen.
+    retry: Option<Duration>,
 }
 
 /// One server-sent event.
@@ -614,10 +693,35 @@ impl SseParser {
                     None => self.data = Some(value.to_owned()),
                 },
                 "event" => self.name = Some(value.to_owned()),
+                // An id with NUL is ignored, as the SSE specification says.
+                "id" if !value.contains('\0') => self.last_id = Some(value.to_owned()),
+                "retry" => {
+                    if let Ok(ms) = value.parse::<u64>() {
+                        self.retry = Some(Duration::from_millis(ms));
+                    }
+                }
                 _ => {}
             }
         }
         events
+    }
+
+    /// The last event id the stream named, for `Last-Event-ID` when resuming it.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref().filter(|id| !id.is_empty())
+    }
+
+    /// The reconnection time the stream named (`retry`).
+    pub fn retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// Forgets a half-read event (its stream ended), keeping the last id and retry
+    /// time, before reading the stream that resumes it.
+    pub fn restart(&mut self) {
+        self.buf.clear();
+        self.name = None;
+        self.data = None;
     }
 
     /// Bytes held for an event not complete yet (a bound against endless lines).
@@ -661,5 +765,27 @@ mod tests {
             "no data, no event"
         );
         assert_eq!(p.push_events(b"data\n\n")[0].name, None);
+    }
+
+    #[test]
+    fn event_ids_and_retry_carry_over_a_restart_and_half_events_do_not() {
+        let mut p = SseParser::default();
+        assert_eq!(p.last_event_id(), None);
+        assert_eq!(
+            p.push(b"id: e-1\nretry: 500\ndata: \n\nretry: soon\ndata: {\"x\""),
+            vec![String::new()]
+        );
+        assert_eq!(p.last_event_id(), Some("e-1"));
+        assert_eq!(
+            p.retry(),
+            Some(Duration::from_millis(500)),
+            "an invalid retry is ignored"
+        );
+        p.restart();
+        assert_eq!(p.push(b"id: e-2\ndata: {}\n\n"), vec!["{}".to_string()]);
+        assert_eq!(
+            (p.last_event_id(), p.retry()),
+            (Some("e-2"), Some(Duration::from_millis(500)))
+        );
     }
 }

@@ -201,7 +201,7 @@ impl Target {
     ) -> Result<Option<EventStream>, TargetError> {
         match &self.transport {
             Transport::Http(t) => t.open_stream(session, timeout).await,
-            Transport::Stdio(_) => Ok(None),
+            Transport::Stdio(t) => t.open_stream(session).map(Some),
         }
     }
 

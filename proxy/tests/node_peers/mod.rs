@@ -156,3 +156,13 @@ pub fn inspector_over(
     all.extend_from_slice(args);
     json_of(&run(Path::new("node"), &all, 60))
 }
+
+/// The YAML of a per-session stdio target (a `targets:` list item) running
+/// `@modelcontextprotocol/server-everything` over stdio on node.
+pub fn everything_stdio_target(name: &str) -> String {
+    let index = ts_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    format!(
+        "    - name: {name}\n      stdio:\n        command: node\n        args: [{}, stdio]\n",
+        index.display()
+    )
+}

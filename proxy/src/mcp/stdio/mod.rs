@@ -10,12 +10,16 @@
 //! - `SHARED`: one process per target for every session, initialized once, started
 //!   again on the next request when it exits.
 //!
-//! Request ids are the process's own (a counter), so concurrent requests from many
-//! clients never collide. Progress notifications go to the relay of the request whose
-//! progress token they carry (tokens are unique upstream ids, see `relay`); other
-//! notifications are dropped. Server-to-client requests are answered: `ping` with `{}`,
-//! others with "method not found" (relaying them to the client is done for HTTP
-//! targets only).
+//! Request ids are the gateway's upstream ids (unique across clients, see `relay`), so
+//! concurrent requests from many clients never collide and a client's cancellation
+//! names the request the process knows. What the process writes besides answers is
+//! routed as `inbox` says, like a legacy SSE stream: progress to the request whose
+//! token it carries; log messages, list changes and server-to-client requests
+//! (sampling, elicitation, roots) to the most recent request in flight with a relay,
+//! else to the clients' server-to-client streams (`open_stream`: for a shared process,
+//! the streams of every session it serves). A server request nobody takes is answered
+//! (`ping` with `{}`, others with "method not found"); the client's answer to a relayed
+//! one is written to the process's stdin under the process's own id.
 //! Processes are killed (SIGKILL, then reaped) when ended, when idle, and when the last
 //! reference goes (`kill_on_drop`); a proxy killed outright leaves them an EOF on stdin,
 //! on which MCP servers exit.
@@ -30,6 +34,7 @@ use serde_json::Value;
 
 use self::process::StdioProcess;
 use super::relay::Relay;
+use super::streamable::EventStream;
 use super::upstream::{Reply, TargetError, UpstreamSession};
 
 mod pool;
@@ -168,6 +173,22 @@ impl StdioTarget {
                 .ok_or(TargetError::Exited)?,
         };
         process.send(msg).await
+    }
+
+    /// What the session's process sends outside requests, as a server-to-client
+    /// stream (a shared process is not started for it).
+    pub fn open_stream(&self, session: &UpstreamSession) -> Result<EventStream, TargetError> {
+        let process = match self.spec.mode {
+            StdioMode::PerSession => self.per_session(session)?,
+            StdioMode::Shared => self
+                .pool
+                .get(&(self.name.clone(), None))
+                .filter(|p| p.is_running())
+                .ok_or(TargetError::Exited)?,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        process.listen(tx);
+        Ok(EventStream::from_channel(rx))
     }
 
     /// Ends a session: its process is killed (a shared process lives on).

@@ -1,10 +1,9 @@
 //! One stdio target process: spawning it, the tasks reading and writing its pipes,
-//! requests under the process's own ids, and killing it.
+//! requests (under the gateway's upstream ids, so cancellations name them), what its
+//! stdout carries routed by an [`Inbox`], and killing it.
 
-use std::collections::HashMap;
 use std::io;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StdioSpec;
+use crate::mcp::inbox::Inbox;
 use crate::mcp::jsonrpc::{self, code};
 use crate::mcp::relay::Relay;
 use crate::mcp::upstream::{
@@ -27,19 +27,13 @@ const MAX_LOG_LINE_BYTES: usize = 4096;
 /// Messages queued for a process's stdin before senders wait.
 const STDIN_QUEUE: usize = 64;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
-/// Relays of requests in flight, by their progress token (as JSON text).
-type Progress = Arc<Mutex<HashMap<String, Relay>>>;
-
 /// One running child process and the tasks reading and writing its pipes.
 #[derive(Debug)]
 pub(super) struct StdioProcess {
     pub(super) spec: Arc<StdioSpec>,
     stdin: mpsc::Sender<Vec<u8>>,
-    pending: Pending,
-    progress: Progress,
-    next_id: AtomicU64,
-    exited: Arc<AtomicBool>,
+    /// Where what the process writes goes; closed when its stdout ends.
+    inbox: Arc<Inbox>,
     child: tokio::sync::Mutex<Child>,
     last_used: Mutex<Instant>,
     /// The negotiated version and initialize result.
@@ -70,26 +64,19 @@ impl StdioProcess {
         };
         tracing::info!(target = %name, command = %spec.command, pid = child.id().unwrap_or(0), "stdio target started");
         let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-        let pending: Pending = Arc::default();
-        let progress: Progress = Arc::default();
-        let exited = Arc::new(AtomicBool::new(false));
+        let inbox = Arc::new(Inbox::default());
         tokio::spawn(write_stdin(stdin, rx));
         tokio::spawn(read_stdout(
             name.clone(),
             BufReader::new(stdout),
             tx.clone(),
-            pending.clone(),
-            progress.clone(),
-            exited.clone(),
+            inbox.clone(),
         ));
         tokio::spawn(log_stderr(name.clone(), BufReader::new(stderr)));
         Ok(Arc::new(StdioProcess {
             spec: spec.clone(),
             stdin: tx,
-            pending,
-            progress,
-            next_id: AtomicU64::new(1),
-            exited,
+            inbox,
             child: tokio::sync::Mutex::new(child),
             last_used: Mutex::new(Instant::now()),
             init: OnceLock::new(),
@@ -97,7 +84,7 @@ impl StdioProcess {
     }
 
     pub(super) fn is_running(&self) -> bool {
-        !self.exited.load(Ordering::Acquire)
+        !self.inbox.is_closed()
     }
 
     pub(super) fn touch(&self) {
@@ -132,54 +119,35 @@ impl StdioProcess {
         Ok((negotiated, result))
     }
 
-    /// Sends `msg` under an id of this process's own and waits for the answer.
+    /// Sends `msg` (under its own id: the gateway's upstream ids are unique across
+    /// clients, see `relay`) and waits for the answer; what the process sends meanwhile
+    /// goes to `relay` (see `inbox`).
     pub(super) async fn request(
         &self,
         msg: &Value,
         timeout: Duration,
         relay: Option<&Relay>,
     ) -> Result<Reply, TargetError> {
-        let _listening = relay.and_then(|r| {
-            let token = r.progress_token()?.to_string();
-            let mut progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-            progress.insert(token.clone(), r.clone());
-            Some(ProgressGuard {
-                progress: &self.progress,
-                token,
-            })
-        });
         self.touch();
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut msg = msg.clone();
-        msg["id"] = json!(n);
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(n, tx);
-        let forget = || {
-            self.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&n);
-        };
-        // Checked after registering: the reader clears `pending` once, on exit.
+        let _waiting = self.inbox.wait(id.to_string(), tx, relay.cloned());
+        // Checked after registering: the reader closes the inbox once, on exit.
         if !self.is_running() {
-            forget();
             return Err(TargetError::Exited);
         }
-        if let Err(e) = self.send(&msg).await {
-            forget();
-            return Err(e);
-        }
+        self.send(msg).await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(TargetError::Exited),
-            Err(_) => {
-                forget();
-                Err(TargetError::Timeout(timeout))
-            }
+            Err(_) => Err(TargetError::Timeout(timeout)),
         }
+    }
+
+    /// Routes what the process sends outside requests (list changes, log messages,
+    /// server requests) to `to` as well, until its receiver is dropped.
+    pub(super) fn listen(&self, to: mpsc::UnboundedSender<Value>) {
+        self.inbox.listen(to);
     }
 
     /// Writes one message line.
@@ -191,26 +159,11 @@ impl StdioProcess {
 
     /// SIGKILL, and waits until the process is reaped.
     pub(super) async fn kill(&self) {
-        self.exited.store(true, Ordering::Release);
+        self.inbox.close();
         let mut child = self.child.lock().await;
         if let Err(e) = child.kill().await {
             tracing::debug!(error = %e, "stdio process already gone");
         }
-    }
-}
-
-/// Stops relaying a request's progress when it ends.
-struct ProgressGuard<'a> {
-    progress: &'a Progress,
-    token: String,
-}
-
-impl Drop for ProgressGuard<'_> {
-    fn drop(&mut self) {
-        self.progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.token);
     }
 }
 
@@ -222,15 +175,15 @@ async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiv
     }
 }
 
-/// Reads messages until EOF: answers go to their waiting request, server requests
-/// get an answer, notifications are dropped. On EOF every waiting request fails.
+/// Reads messages until EOF, routed by the inbox: answers to their waiting request,
+/// the rest to relays and listeners; a server request nobody takes is answered here
+/// (`ping` with `{}`, others with "method not found") so the process does not wait, a
+/// notification nobody takes is dropped. On EOF every waiting request fails.
 async fn read_stdout<R: AsyncBufRead + Unpin>(
     name: Arc<str>,
     mut stdout: R,
     stdin: mpsc::Sender<Vec<u8>>,
-    pending: Pending,
-    progress: Progress,
-    exited: Arc<AtomicBool>,
+    inbox: Arc<Inbox>,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -246,14 +199,24 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
             tracing::debug!(target = %name, "stdio target wrote a line that is not JSON; skipped");
             continue;
         };
-        match (msg.get("method").and_then(Value::as_str), msg.get("id")) {
-            (Some(method), Some(id)) => {
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let id = msg.get("id").cloned();
+        match (method, id) {
+            (Some(method), id) => {
+                let Some(msg) = inbox.route(msg) else {
+                    continue;
+                };
+                drop(msg);
+                let Some(id) = id else {
+                    tracing::debug!(target = %name, method, "stdio target notification for nobody dropped");
+                    continue;
+                };
                 let answer = if method == "ping" {
-                    jsonrpc::result(id, json!({}))
+                    jsonrpc::result(&id, json!({}))
                 } else {
                     json!({ "jsonrpc": "2.0", "id": id, "error": {
                         "code": code::METHOD_NOT_FOUND,
-                        "message": format!("the gateway does not relay {method} to clients"),
+                        "message": format!("no client is listening for {method}"),
                     }})
                 };
                 if let Ok(mut line) = serde_json::to_vec(&answer) {
@@ -261,38 +224,15 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(
                     let _ = stdin.send(line).await;
                 }
             }
-            (Some("notifications/progress"), None) => {
-                let token = msg.pointer("/params/progressToken").map(Value::to_string);
-                let relay = token.and_then(|t| {
-                    let progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
-                    progress.get(&t).cloned()
-                });
-                if !relay.is_some_and(|r| r.forward(msg)) {
-                    tracing::debug!(target = %name, "stdio target progress for no waiting request dropped");
-                }
-            }
-            (Some(method), None) => {
-                tracing::debug!(target = %name, method, "stdio target notification dropped")
-            }
             (None, Some(id)) => {
-                let waiter = id.as_u64().and_then(|n| {
-                    pending
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&n)
-                });
-                if let (Some(waiter), Some(reply)) = (waiter, reply_from(&msg, id)) {
-                    let _ = waiter.send(reply);
+                if let Some(reply) = reply_from(&msg, &id) {
+                    inbox.answer(&id, reply);
                 }
             }
             (None, None) => {}
         }
     }
-    exited.store(true, Ordering::Release);
-    pending
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clear();
+    inbox.close();
     tracing::info!(target = %name, "stdio target closed its stdout");
 }
 
