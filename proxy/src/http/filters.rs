@@ -13,15 +13,15 @@ use crate::http::body::{self, Body};
 pub fn normalize_path(path: &str) -> Option<String> {
     let is_dot = |seg: &str| seg == "." || seg.eq_ignore_ascii_case("%2e");
     let is_dotdot = |seg: &str| {
-        matches!(
-            seg.to_ascii_lowercase().as_str(),
-            ".." | ".%2e" | "%2e." | "%2e%2e"
-        )
+        ["..", ".%2e", "%2e.", "%2e%2e"]
+            .iter()
+            .any(|d| seg.eq_ignore_ascii_case(d))
     };
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    if !segments.iter().any(|s| is_dot(s) || is_dotdot(s)) {
+    // Checked without allocating: almost every path has no dot segment.
+    if !path.split('/').any(|s| is_dot(s) || is_dotdot(s)) {
         return None;
     }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
     let mut out: Vec<&str> = Vec::with_capacity(segments.len());
     let last = segments.len() - 1;
     for (i, seg) in segments.iter().enumerate() {

@@ -71,8 +71,10 @@ pub struct Outbound {
     pub replay_limit: usize,
 }
 
-/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP_COUNT: usize = 7;
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1); the first
+/// is `Connection`.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -82,23 +84,75 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The index in [`HOP_BY_HOP`] of a (lowercase) header name.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    match name {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authorization" => Some(3),
+        "te" => Some(4),
+        "trailer" => Some(5),
+        "transfer-encoding" => Some(6),
+        _ => None,
+    }
+}
+
+/// Whether a `Connection` token names `Upgrade` or one of [`HOP_BY_HOP`], in any case,
+/// without parsing it into a header name (which allocates for `keep-alive`).
+fn is_upgrade_or_hop_by_hop(token: &str) -> bool {
+    let mut buf = [0u8; 24];
+    let Some(lower) = buf.get_mut(..token.len()) else {
+        return false;
+    };
+    lower.copy_from_slice(token.as_bytes());
+    lower.make_ascii_lowercase();
+    std::str::from_utf8(lower)
+        .is_ok_and(|lower| lower == "upgrade" || hop_by_hop_index(lower).is_some())
+}
+
 /// Removes hop-by-hop headers, and those the `Connection` header names. `Upgrade` (and a
 /// `Connection: upgrade`) is kept when `upgrade` is true.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names finds which hop-by-hop headers are there (most messages
+    // carry none, or only `Connection: keep-alive`), so only those are looked up again.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut has_upgrade = false;
+    for name in headers.keys() {
+        match hop_by_hop_index(name.as_str()) {
+            Some(i) => present[i] = true,
+            None if name == header::UPGRADE => has_upgrade = true,
+            None => {}
+        }
+    }
+    // Index 0 is `Connection`: the headers it names go too.
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present[0] {
+        let tokens = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        for token in tokens {
+            // `Upgrade` and the fixed hop-by-hop names are dealt with below.
+            if is_upgrade_or_hop_by_hop(token) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+    for name in &named {
         headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if has_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -289,4 +343,70 @@ fn spawn_mirror(backend: Arc<Backend>, head: Head, body: Bytes, metrics: Arc<Met
         };
         metrics.record_mirror_request(&backend.key, outcome);
     });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Hop, close"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("close", "odd"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/plain"),
+            ("x-end-to-end", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn an_accepted_upgrade_keeps_upgrade_and_says_so_in_connection() {
+        let mut h = headers(&[
+            ("connection", "Upgrade, x-hop"),
+            ("upgrade", "websocket"),
+            ("x-hop", "1"),
+            ("host", "example.com"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("x-hop"));
+        assert_eq!(h["host"], "example.com");
+    }
+
+    #[test]
+    fn hop_by_hop_index_matches_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index("upgrade"), None);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_unchanged() {
+        let mut h = headers(&[("host", "example.com"), ("accept", "*/*")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+    }
 }

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -30,7 +30,7 @@ use crate::http::forward::{self, Head, Outbound, OutboundBody};
 use crate::http::limit::LimitedBody;
 use crate::http::route::{RequestView, request_host};
 use crate::http::upstream::UpstreamError;
-use crate::telemetry::metrics::{Metrics, RequestLabels};
+use crate::telemetry::metrics::{Metrics, RequestLabels, RequestSeriesCache};
 
 /// What the listener layer knows about a connection.
 #[derive(Debug, Clone)]
@@ -60,17 +60,44 @@ pub trait OriginalDestination: Send + Sync {
 pub struct HttpService {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    conn: Arc<ConnContext>,
+    conn: Arc<PerConnection>,
     original_destination: Option<Arc<dyn OriginalDestination>>,
 }
+
+/// What the service keeps for the whole client connection, computed once.
+struct PerConnection {
+    ctx: ConnContext,
+    /// The client's IP address, as appended to `x-forwarded-for`.
+    peer_ip: HeaderValue,
+    /// The series the connection's last request was counted in.
+    series: RequestSeriesCache,
+}
+
+impl std::ops::Deref for PerConnection {
+    type Target = ConnContext;
+
+    fn deref(&self) -> &ConnContext {
+        &self.ctx
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 impl HttpService {
     /// A service for one accepted connection.
     pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, conn: ConnContext) -> Self {
+        // An IP address is always a valid header value.
+        let peer_ip = HeaderValue::try_from(conn.peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         HttpService {
             store,
             metrics,
-            conn: Arc::new(conn),
+            conn: Arc::new(PerConnection {
+                ctx: conn,
+                peer_ip,
+                series: RequestSeriesCache::default(),
+            }),
             original_destination: None,
         }
     }
@@ -117,7 +144,9 @@ impl HttpService {
             method,
             status: response.status().as_u16(),
         };
-        self.metrics.record_request(&labels, start.elapsed());
+        self.conn
+            .series
+            .record(&self.metrics, labels, start.elapsed());
         response
     }
 
@@ -164,7 +193,7 @@ impl HttpService {
             )));
         };
         let route = hit.route.clone();
-        let matched_prefix = hit.matcher.path.matched_prefix().map(str::to_string);
+        let matched_prefix = hit.matcher.path.matched_prefix();
         tags.route = route.key.clone();
         let chosen = choose_backend(&route);
         let policies = chosen.map_or(&route.policies, |b| &b.policies).clone();
@@ -210,18 +239,13 @@ impl HttpService {
                 redirect_host.as_deref(),
                 filters::request_port(&parts.uri, &parts.headers),
                 self.conn.tls,
-                matched_prefix.as_deref(),
+                matched_prefix,
             );
             finish_response(&policies, tags.origin.as_ref(), &mut resp);
             return Ok(resp);
         }
         if let Some(rw) = &policies.url_rewrite {
-            filters::rewrite(
-                rw,
-                &mut parts.uri,
-                &mut parts.headers,
-                matched_prefix.as_deref(),
-            );
+            filters::rewrite(rw, &mut parts.uri, &mut parts.headers, matched_prefix);
         }
         if let Some(d) = &policies.direct_response {
             let mut resp = filters::direct_response(d);
@@ -322,7 +346,9 @@ impl HttpService {
         tags: &Tags,
     ) -> Result<Response<Body>, ProxyError> {
         if let BackendKind::Mcp(mcp) = &backend.kind {
-            return crate::mcp::serve(mcp, outbound, policies, &self.metrics).await;
+            // Boxed: the MCP handler's future is large, and inline it would make every
+            // request's future as large, to be moved when the request starts.
+            return Box::pin(crate::mcp::serve(mcp, outbound, policies, &self.metrics)).await;
         }
         let resp = forward::forward(backend, outbound, policies, &self.metrics).await?;
         let (mut parts, incoming) = resp.into_parts();
@@ -411,19 +437,26 @@ fn finish_response(policies: &Policies, origin: Option<&HeaderValue>, resp: &mut
     }
 }
 
-fn add_forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnContext) {
-    let ip = conn.peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+fn add_forwarded_headers(headers: &mut http::HeaderMap, conn: &PerConnection) {
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            e.insert(conn.peer_ip.clone());
+        }
+        header::Entry::Occupied(mut e) => {
+            let joined = e.get().to_str().ok().and_then(|prev| {
+                let ip = conn.peer_ip.to_str().ok()?;
+                HeaderValue::try_from(format!("{prev}, {ip}")).ok()
+            });
+            // Our address goes after the first line (others are dropped); a first line
+            // that is not text is replaced by our address alone.
+            e.insert(joined.unwrap_or_else(|| conn.peer_ip.clone()));
+        }
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            "x-forwarded-proto",
-            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-        );
+    if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
+        e.insert(HeaderValue::from_static(if conn.tls {
+            "https"
+        } else {
+            "http"
+        }));
     }
 }

@@ -13,25 +13,24 @@
 //! names, addresses) fails in [`UpstreamClient::new`], never on the request path.
 
 mod connector;
+mod pool;
 mod tls;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use std::{fmt, io};
 
 use agentmesh_proto::config::v1::{HostBackend, UpstreamProtocol};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use self::connector::{BackendConnector, Transport};
+use self::connector::Transport;
+use self::pool::{CheckoutError, ConnPool, Sender};
 use self::tls::TlsOrigination;
 use super::body::Body;
 use crate::BoxError;
@@ -46,6 +45,10 @@ const POOL_MAX_IDLE_PER_HOST: usize = 64;
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an HTTP/2 PING may go unanswered before the connection is closed.
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times a request that a pooled connection refused before sending anything is
+/// tried on another connection.
+const UNSENT_RETRIES: u32 = 3;
 
 /// A backend spec that cannot be turned into a client. The message starts with the field
 /// at fault, in its config (camelCase) spelling.
@@ -198,13 +201,22 @@ impl UpstreamError {
         self.kind() != UpstreamErrorKind::Connect
     }
 
-    /// Classifies an error of the pooled client by walking its source chain.
-    fn from_client(backend: &str, address: &str, err: hyper_util::client::legacy::Error) -> Self {
+    /// No connection could be made: the request was never sent.
+    fn connect(backend: &str, address: &str, err: CheckoutError) -> Self {
+        Self::Connect {
+            backend: backend.to_owned(),
+            address: address.to_owned(),
+            cause: flatten_chain(&err),
+            source: Box::new(err),
+        }
+    }
+
+    /// The exchange failed on an open connection, classified by its source chain.
+    fn exchange(backend: &str, address: &str, err: hyper::Error) -> Self {
         let cause = flatten_chain(&err);
-        let kind = classify(&err);
         let backend = backend.to_owned();
         let source: BoxError = Box::new(err);
-        match kind {
+        match classify(&*source) {
             UpstreamErrorKind::Connect => Self::Connect {
                 backend,
                 address: address.to_owned(),
@@ -225,13 +237,11 @@ impl UpstreamError {
     }
 }
 
-/// Connect errors come flagged by the client; a reset is recognised by hyper's "closed
-/// before the message completed" family or an I/O error saying the peer went away.
-fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    if err.is_connect() {
-        return UpstreamErrorKind::Connect;
-    }
-    let mut next = err.source();
+/// A reset is recognised by hyper's "closed before the message completed" family or an
+/// I/O error saying the peer went away; anything else on an open connection is a
+/// protocol error.
+fn classify(err: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
+    let mut next = Some(err);
     while let Some(cause) = next {
         if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>()
             && (hyper_err.is_incomplete_message()
@@ -257,20 +267,16 @@ fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
     UpstreamErrorKind::Protocol
 }
 
-/// The messages of the source chain below the client's own ("client error (Connect)"),
-/// joined with `: `.
-fn flatten_chain(err: &hyper_util::client::legacy::Error) -> String {
-    let mut parts = Vec::new();
+/// The messages of the error and its source chain, joined with `: `.
+fn flatten_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
     let mut next = err.source();
     while let Some(cause) = next {
-        parts.push(cause.to_string());
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
         next = cause.source();
     }
-    if parts.is_empty() {
-        err.to_string()
-    } else {
-        parts.join(": ")
-    }
+    message
 }
 
 /// The pooled HTTP client of one `host` backend.
@@ -283,7 +289,7 @@ pub struct UpstreamClient {
     /// The authority used when the request carries neither a Host header nor one in its
     /// URI: the backend address.
     fallback_authority: Authority,
-    client: Client<BackendConnector, Body>,
+    pool: Arc<ConnPool>,
 }
 
 impl fmt::Debug for UpstreamClient {
@@ -332,28 +338,22 @@ impl UpstreamClient {
         } else {
             Scheme::HTTP
         };
-        let connector = BackendConnector::new(Transport {
-            backend: backend_name.to_owned(),
-            address: spec.address.clone(),
-            tls,
-            connect_timeout,
-            observer,
-        });
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .http2_only(protocol == UpstreamProtocol::Http2)
-            .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-            .http2_keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
-            .build(connector);
+        let pool = ConnPool::new(
+            Transport {
+                backend: backend_name.to_owned(),
+                address: spec.address.clone(),
+                tls,
+                connect_timeout,
+                observer,
+            },
+            protocol == UpstreamProtocol::Http2,
+        );
         Ok(Self {
             backend: backend_name.to_owned(),
             address: spec.address.clone(),
             scheme,
             fallback_authority: authority,
-            client,
+            pool,
         })
     }
 
@@ -370,22 +370,97 @@ impl UpstreamClient {
     /// Sends `req` to the backend on a pooled connection and returns the response head;
     /// the body streams from the connection.
     ///
-    /// The request may carry any URI form (usually origin-form `/path?query`). It is
-    /// rewritten to an absolute URI whose authority is the request's Host header (else its
-    /// URI authority, else the backend address), which becomes the HTTP/2 `:authority`;
-    /// the Host header itself is left as it is. A `101 Switching Protocols` response can
-    /// be upgraded with `hyper::upgrade::on`.
+    /// The request may carry any URI form (usually origin-form `/path?query`). Over
+    /// HTTP/1.1 it is sent in origin-form (authority-form for `CONNECT`) with a Host
+    /// header added when it has none; over HTTP/2 in absolute form, whose authority is
+    /// the request's Host header (else its URI authority, else the backend address) and
+    /// becomes the `:authority`. The Host header itself is left as it is. A
+    /// `101 Switching Protocols` response can be upgraded with `hyper::upgrade::on`.
+    ///
+    /// A request that a reused connection refused before sending anything (the server
+    /// closed it meanwhile) is tried again on another connection.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        *req.uri_mut() = self.upstream_uri(&req);
-        // The version of the downstream hop says nothing about this one; the pool picks
-        // HTTP/1.1 or HTTP/2 per connection, and rejects HTTP/2 requests on HTTP/1.1 ones.
+        // The version of the downstream hop says nothing about this one.
         if req.version() == Version::HTTP_2 {
             *req.version_mut() = Version::HTTP_11;
         }
-        self.client
-            .request(req)
-            .await
-            .map_err(|err| UpstreamError::from_client(&self.backend, &self.address, err))
+        let mut retries_left = UNSENT_RETRIES;
+        loop {
+            let checkout = self
+                .pool
+                .take()
+                .await
+                .map_err(|err| UpstreamError::connect(&self.backend, &self.address, err))?;
+            let mut sent = match checkout.sender {
+                Sender::Http1(mut sender) => {
+                    self.to_http1_form(&mut req);
+                    let method_is_connect = req.method() == Method::CONNECT;
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => {
+                            // Upgraded (or tunnelled) connections are no longer HTTP.
+                            let taken = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                                || (method_is_connect && resp.status().is_success());
+                            if !taken {
+                                self.pool.put(sender);
+                            }
+                            return Ok(resp);
+                        }
+                        Err(err) => err,
+                    }
+                }
+                Sender::Http2(mut sender) => {
+                    *req.uri_mut() = self.upstream_uri(&req);
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => return Ok(resp),
+                        Err(err) => err,
+                    }
+                }
+            };
+            match sent.take_message() {
+                Some(unsent) if checkout.reused && retries_left > 0 => {
+                    retries_left -= 1;
+                    tracing::debug!(backend = %self.backend, error = %sent.error(), "pooled connection closed before the request was sent; trying another");
+                    req = unsent;
+                }
+                _ => {
+                    return Err(UpstreamError::exchange(
+                        &self.backend,
+                        &self.address,
+                        sent.into_error(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Origin-form URI (authority-form for `CONNECT`) and a Host header, as HTTP/1.1
+    /// sends them.
+    fn to_http1_form(&self, req: &mut Request<Body>) {
+        if !req.headers().contains_key(header::HOST) {
+            let authority = req
+                .uri()
+                .authority()
+                .unwrap_or(&self.fallback_authority)
+                .as_str();
+            // Without any user info an authority may carry.
+            let host_port = authority.rsplit('@').next().unwrap_or(authority);
+            if let Ok(host) = HeaderValue::from_str(host_port) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
+        if req.method() == Method::CONNECT {
+            let authority = self.upstream_uri(req).authority().cloned();
+            if let Some(authority) = authority {
+                *req.uri_mut() = Uri::from(authority);
+            }
+        } else if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
+        }
     }
 
     fn upstream_uri(&self, req: &Request<Body>) -> Uri {

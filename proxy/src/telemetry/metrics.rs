@@ -135,6 +135,59 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// The two series one kind of request is counted in (see [`Metrics::request_series`]).
+/// Clones share the series.
+#[derive(Clone, Debug)]
+pub struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl RequestSeries {
+    /// Counts one answered request and observes its duration.
+    pub fn record(&self, elapsed: Duration) {
+        self.requests.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Remembers the series of the last request counted through it, so a keep-alive
+/// connection whose requests take the same route finds its series by comparing config
+/// names by pointer instead of hashing labels. One per client connection.
+#[derive(Debug, Default)]
+pub struct RequestSeriesCache {
+    last: Mutex<Option<(RequestLabels, RequestSeries)>>,
+}
+
+impl RequestSeriesCache {
+    /// Counts one answered request, as [`Metrics::record_request`] does.
+    pub fn record(&self, metrics: &Metrics, labels: RequestLabels, elapsed: Duration) {
+        // A poisoned lock only means a panic elsewhere mid-update; the cache is still a
+        // valid (if stale) hint.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, series)) = last.as_ref()
+            && same_series(key, &labels)
+        {
+            series.record(elapsed);
+            return;
+        }
+        let series = metrics.request_series(&labels);
+        series.record(elapsed);
+        *last = Some((labels, series));
+    }
+}
+
+/// Whether two requests count in the same series. Config names compare by pointer
+/// first (the same config), then by value (a reload that kept the names).
+fn same_series(a: &RequestLabels, b: &RequestLabels) -> bool {
+    let name = |x: &Arc<str>, y: &Arc<str>| Arc::ptr_eq(x, y) || x == y;
+    status_class(a.status) == status_class(b.status)
+        && a.method == b.method
+        && name(&a.route, &b.route)
+        && name(&a.backend, &b.backend)
+        && name(&a.listener, &b.listener)
+}
+
 impl Metrics {
     /// Creates the registry with every metric registered (and `agentmesh_build_info`
     /// set to 1 for this crate's version).
@@ -279,6 +332,22 @@ impl Metrics {
         self.request_duration
             .get_or_create(&set)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The request-count and duration series of `labels`' combination (its status
+    /// taken as a class), to keep and record into without looking labels up again.
+    pub fn request_series(&self, labels: &RequestLabels) -> RequestSeries {
+        let set = RequestLabelSet {
+            listener: NameLabel(labels.listener.clone()),
+            route: NameLabel(labels.route.clone()),
+            backend: NameLabel(labels.backend.clone()),
+            method: method_label(labels.method.as_str()),
+            status_class: status_class(labels.status),
+        };
+        RequestSeries {
+            requests: self.requests.get_or_create_owned(&set),
+            duration: self.request_duration.get_or_create_owned(&set),
+        }
     }
 
     /// Counts one request that failed for `reason`.
@@ -458,6 +527,33 @@ mod tests {
         assert!(text.contains(&format!("{} 0\n", bucket("0.008"))), "{text}");
         assert!(text.contains(&format!("{} 1\n", bucket("0.016"))), "{text}");
         assert!(text.contains(&format!("{} 1\n", bucket("+Inf"))), "{text}");
+    }
+
+    #[test]
+    fn cached_series_count_like_record_request() {
+        let m = Metrics::new();
+        let cache = RequestSeriesCache::default();
+        cache.record(&m, sample_request(), Duration::from_millis(12));
+        cache.record(&m, sample_request(), Duration::from_millis(1));
+        let mut failed = sample_request();
+        failed.status = 502;
+        cache.record(&m, failed, Duration::ZERO);
+        m.record_request(&sample_request(), Duration::ZERO);
+        let text = m.encode();
+        let ok = r#"{listener="public",route="mcp",backend="github-mcp",method="POST",status_class="2xx"}"#;
+        let bad = r#"{listener="public",route="mcp",backend="github-mcp",method="POST",status_class="5xx"}"#;
+        assert!(
+            text.contains(&format!("agentmesh_requests_total{ok} 3\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("agentmesh_requests_total{bad} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("agentmesh_request_duration_seconds_count{ok} 3\n")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,11 +1,10 @@
-//! The connector under the pooled client: always dials the backend's configured address,
-//! whatever URI the request carries, and originates TLS when the backend asks for it.
+//! The transport under the connection pool: always dials the backend's configured
+//! address, whatever URI the request carries, and originates TLS when the backend asks
+//! for it.
 //!
 //! It owns the transport (resolve, TCP with `TCP_NODELAY`, connect timeout, TLS with ALPN)
-//! and nothing above it: HTTP framing, pooling and keep-alive belong to the hyper client
-//! that drives it.
+//! and nothing above it: HTTP framing, pooling and keep-alive belong to `pool`.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,9 +12,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -80,37 +76,10 @@ pub(super) struct Transport {
     pub(super) observer: Option<Arc<dyn ConnectionObserver>>,
 }
 
-/// A `tower_service::Service<Uri>` that ignores the URI and dials the backend.
-#[derive(Clone)]
-pub(super) struct BackendConnector {
-    transport: Arc<Transport>,
-}
-
-impl BackendConnector {
-    pub(super) fn new(transport: Transport) -> Self {
-        Self {
-            transport: Arc::new(transport),
-        }
-    }
-}
-
-impl tower_service::Service<Uri> for BackendConnector {
-    type Response = TokioIo<UpstreamConnection>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _dst: Uri) -> Self::Future {
-        let transport = self.transport.clone();
-        Box::pin(async move { transport.connect().await.map(TokioIo::new) })
-    }
-}
-
 impl Transport {
-    async fn connect(&self) -> Result<UpstreamConnection, ConnectError> {
+    /// Opens one connection: resolution, TCP and TLS, within the connect timeout. The
+    /// observer hears of the outcome.
+    pub(super) async fn connect(&self) -> Result<UpstreamConnection, ConnectError> {
         let attempt = tokio::time::timeout(self.connect_timeout, self.establish()).await;
         match attempt.unwrap_or(Err(ConnectError::Timeout(self.connect_timeout))) {
             Ok((stream, negotiated_h2)) => {
@@ -191,7 +160,7 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// One established upstream connection, as the pooled client holds it.
+/// One established upstream connection, as a pooled connection's task holds it.
 ///
 /// It carries the observer's guard, so the guard is dropped when hyper drops the
 /// connection (closed by either side, evicted from the pool, or the end of an upgraded
@@ -202,14 +171,10 @@ pub(super) struct UpstreamConnection {
     _guard: Option<Box<dyn Send + Sync>>,
 }
 
-impl Connection for UpstreamConnection {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.negotiated_h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
+impl UpstreamConnection {
+    /// Whether TLS ALPN chose HTTP/2.
+    pub(super) fn negotiated_h2(&self) -> bool {
+        self.negotiated_h2
     }
 }
 

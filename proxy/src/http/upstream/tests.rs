@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::RootCertStore;
@@ -60,6 +60,9 @@ async fn start_server(tls: Option<Arc<rustls::ServerConfig>>) -> TestServer {
     TestServer { addr, accepted }
 }
 
+/// The length of the body the test server sends for `/big`.
+const BIG_BODY: usize = 8 << 20;
+
 async fn serve_connection<I>(io: I, client_cert: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -100,6 +103,9 @@ where
                 .header(header::CONNECTION, "upgrade")
                 .header(header::UPGRADE, "echo")
                 .body(Full::new(Bytes::new()))
+        } else if req.uri().path() == "/big" {
+            // More than socket buffers hold: the connection stays busy until it is read.
+            response.body(Full::new(Bytes::from(vec![b'x'; BIG_BODY])))
         } else {
             response.body(Full::new(Bytes::from_static(b"hello")))
         };
@@ -620,4 +626,77 @@ fn pool_reuses_the_client_of_an_unchanged_backend() {
     assert_eq!(pool.len(), 2);
     pool.retain(|name| name != "other");
     assert_eq!(pool.len(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_busy_with_a_response_body_is_not_shared_and_is_reused_after() {
+    let server = start_server(None).await;
+    let client = UpstreamClient::new(
+        "be",
+        &backend(server.addr, UpstreamProtocol::Auto, None),
+        None,
+    )
+    .expect("client");
+
+    // The first response's body is not read yet: its connection cannot take a request.
+    let first = client.send(get("a", "/big")).await.expect("first");
+    let second = client.send(get("a", "/2")).await.expect("second");
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(body_of(first).await.len(), BIG_BODY);
+    assert_eq!(body_of(second).await, "hello");
+    assert_eq!(client.pool.parked(), 2);
+
+    // Both are idle again once their bodies are read: no third connection.
+    for path in ["/3", "/4", "/5"] {
+        eventually("a parked connection to be ready", || {
+            client.pool.has_ready()
+        })
+        .await;
+        let response = client.send(get("a", path)).await.expect("response");
+        assert_eq!(seen(&response, "x-path"), path);
+        assert_eq!(body_of(response).await, "hello");
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_while_idle_is_replaced() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"once"))))
+                });
+                // Answers one request without saying it will close, then closes: what a
+                // server's idle timeout does to a pooled connection.
+                let mut conn = std::pin::pin!(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                );
+                let _ = tokio::time::timeout(Duration::from_millis(200), conn.as_mut()).await;
+            });
+        }
+    });
+    let observer = Arc::new(CountingObserver::default());
+    let client = UpstreamClient::new(
+        "be",
+        &backend(addr, UpstreamProtocol::Auto, None),
+        Some(observer.clone()),
+    )
+    .expect("client");
+
+    let response = client.send(get("a", "/")).await.expect("first");
+    assert_eq!(body_of(response).await, "once");
+    eventually("the server to close the idle connection", || {
+        observer.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let response = client.send(get("a", "/")).await.expect("second");
+    assert_eq!(body_of(response).await, "once");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
