@@ -216,12 +216,12 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
         &mcp_py,
         &[&client, "http://mcp:9001/mcp", "list-tools"],
     );
-    let tools: Vec<&str> = listed
-        .trim_start_matches(r#"{"tools": ["#)
-        .trim_end_matches("]}")
-        .split(", ")
-        .map(|t| t.trim_matches('"'))
-        .collect();
+    let parsed: serde_json::Value = serde_json::from_str(listed.trim())
+        .unwrap_or_else(|e| panic!("the MCP client printed no JSON ({e}): {listed}"));
+    let tools: Vec<&str> = parsed["tools"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
     assert!(
         tools.contains(&"docs_echo") && tools.iter().all(|t| t.starts_with("docs_")),
         "every tool must carry the sidecar's prefix: {listed}\nsidecar log:\n{}",
@@ -239,9 +239,13 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
             r#"{"text": "through the sidecar"}"#,
         ],
     );
+    let called: serde_json::Value = serde_json::from_str(called.trim())
+        .unwrap_or_else(|e| panic!("the MCP client printed no JSON ({e}): {called}"));
+    assert_eq!(called["isError"], false, "{called}");
     assert_eq!(
-        called,
-        r#"{"isError": false, "text": ["docs: through the sidecar"]}"#
+        called["text"],
+        serde_json::json!(["docs: through the sidecar"]),
+        "{called}"
     );
 
     // --- LLM over HTTPS under INTERCEPT: the unmodified openai SDK --------------------
