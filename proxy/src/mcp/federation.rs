@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use serde_json::{Value, json};
 
 use super::authz::{self, Caller, Decision};
@@ -161,19 +162,27 @@ impl Ctx<'_> {
             }
             Some(_) => return Err(McpError::InvalidParams("cursor must be a string".into())),
         };
-        let pages = join_all(plan.iter().map(|(t, cursor)| {
-            let mut p = params.clone();
-            if let (Some(c), Some(obj)) = (cursor, p.as_object_mut()) {
-                obj.insert("cursor".into(), json!(c));
-            }
-            self.call(session, t, kind.method(), Some(p), id, "".into())
-        }))
-        .await;
+        // Pages are merged as they arrive, in target order: by the time the slowest
+        // target answers, the pages of the others are merged (and their leftovers
+        // freed), so only its own page is left to do.
+        let mut pages: FuturesOrdered<_> = plan
+            .iter()
+            .map(|(t, cursor)| {
+                let mut p = params.clone();
+                if let (Some(c), Some(obj)) = (cursor, p.as_object_mut()) {
+                    obj.insert("cursor".into(), Value::String(c.clone()));
+                }
+                self.call(session, t, kind.method(), Some(p), id, "".into())
+            })
+            .collect();
         let (field, key) = kind.fields();
         let mut items = Vec::new();
         let mut seen = HashSet::new();
         let mut next = Cursor::default();
-        for ((t, _), page) in plan.iter().zip(pages) {
+        let dedup = self.backend.naming == Naming::Plain && self.backend.targets.len() > 1;
+        let mut order = plan.iter();
+        while let Some(page) = pages.next().await {
+            let Some((t, _)) = order.next() else { break };
             let mut page = match page {
                 // A target without this feature has nothing to add.
                 Err(McpError::TargetRpc { error, .. })
@@ -194,30 +203,36 @@ impl Ctx<'_> {
             let Some(Value::Array(list)) = page.get_mut(field).map(Value::take) else {
                 continue;
             };
+            items.reserve(list.len());
             for mut item in list {
-                let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else {
+                // The name is taken out of the item and put back (rewritten when
+                // prefixed): no copy of it in the plain case.
+                let Some(slot) = item.get_mut(key) else {
+                    continue;
+                };
+                let Value::String(name) = slot.take() else {
                     continue;
                 };
                 if authz::authorize(&self.caller, &t.name, kind.item(), &name) == Decision::Deny {
                     continue;
                 }
-                let exposed = self.expose(t, kind, &name);
-                if self.backend.naming == Naming::Plain && self.backend.targets.len() > 1 {
+                let exposed = self.expose(t, kind, name);
+                if dedup {
                     let owner = self.backend.state.claim(
                         kind.item(),
-                        &name,
+                        &exposed,
                         &t.name,
                         &self.backend.targets,
                     );
                     if !owner || !seen.insert(exposed.clone()) {
-                        tracing::debug!(backend = %self.backend.key, target = %t.name, name, "duplicate name hidden: an earlier target owns it");
+                        tracing::debug!(backend = %self.backend.key, target = %t.name, name = exposed, "duplicate name hidden: an earlier target owns it");
                         continue;
                     }
                 }
                 if kind == ListKind::Tools {
                     self.backend.state.learn_tool(&exposed);
                 }
-                item[key] = json!(exposed);
+                item[key] = Value::String(exposed);
                 items.push(item);
             }
         }
@@ -230,14 +245,15 @@ impl Ctx<'_> {
         Ok(Value::Object(result))
     }
 
-    fn expose(&self, t: &Target, kind: ListKind, name: &str) -> String {
+    /// The client-facing name of item `name` of `t`.
+    fn expose(&self, t: &Target, kind: ListKind, name: String) -> String {
         match (self.backend.naming, kind) {
-            (Naming::Plain, _) => name.to_owned(),
+            (Naming::Plain, _) => name,
             (Naming::Prefixed, ListKind::Tools | ListKind::Prompts) => {
-                names::prefixed(&t.name, name)
+                names::prefixed(&t.name, &name)
             }
-            (Naming::Prefixed, ListKind::Resources) => names::rewrite_uri(&t.name, name),
-            (Naming::Prefixed, ListKind::Templates) => names::rewrite_uri_template(&t.name, name),
+            (Naming::Prefixed, ListKind::Resources) => names::rewrite_uri(&t.name, &name),
+            (Naming::Prefixed, ListKind::Templates) => names::rewrite_uri_template(&t.name, &name),
         }
     }
 

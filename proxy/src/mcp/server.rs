@@ -618,14 +618,17 @@ pub(super) fn rpc_json(status: StatusCode, msg: &Value) -> Response<Body> {
 }
 
 fn rpc(status: StatusCode, msg: &Value, style: Answer) -> Response<Body> {
-    let json = msg.to_string();
-    let (bytes, content_type) = match style {
-        Answer::Json => (json, "application/json"),
-        Answer::Sse => (
-            format!("event: message\ndata: {json}\n\n"),
-            "text/event-stream",
-        ),
+    // Written straight into one byte buffer (`to_string` goes through `fmt` and grows
+    // its string step by step; a merged list is tens of KB). Serializing a `Value`
+    // cannot fail.
+    let (prefix, suffix, content_type): (&[u8], &[u8], _) = match style {
+        Answer::Json => (b"", b"", "application/json"),
+        Answer::Sse => (b"event: message\ndata: ", b"\n\n", "text/event-stream"),
     };
+    let mut bytes = Vec::with_capacity(4096);
+    bytes.extend_from_slice(prefix);
+    let _ = serde_json::to_writer(&mut bytes, msg);
+    bytes.extend_from_slice(suffix);
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut()
