@@ -19,6 +19,8 @@ AM_LOG_PREFIX=mcp-bench
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 source "$BENCH_DIR/../../scripts/lib.sh"
+# shellcheck source=e2e/bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 exec </dev/null
 
 # --- settings (environment) -----------------------------------------------------------
@@ -170,7 +172,7 @@ am_log "agentmesh on 127.0.0.1:$GW_PORT (pid $GW_PID, idle RSS $RSS_IDLE_KIB KiB
 open_session() {
   local line
   line=$(timeout 60 python3 "$BENCH_DIR/mcp_sessions.py" "$1" 1) || am_die "cannot open a session at $1"
-  sed 's/.* last=//' <<<"$line"
+  printf '%s\n' "${line##* last=}"
 }
 
 # Paths: URL, session and request body of each measured path.
@@ -219,62 +221,16 @@ TOTAL_ERRORS=0
 # mcp_post.lua; records p50, p99, calls/s and, with PID, that process's CPU per call.
 run_wrk() {
   local test=$1 path=$2 body=$3 conns=$4 secs=$5 pid=${6:-}
-  local raw=$RAW/$test-$path.txt ticks_before=0
-  [[ -n $pid ]] && ticks_before=$(am_cpu_ticks "$pid")
   MCP_BODY=$body MCP_SESSION_ID=${SID[$path]} MCP_PROTOCOL_VERSION=$VERSION \
-    timeout -k 5 $((secs + 30)) "${LOAD_WRAP[@]}" wrk -t1 -c"$conns" -d"${secs}s" \
-    --timeout 5s -s "$BENCH_DIR/mcp_post.lua" "${URL[$path]}" >"$raw" 2>&1 ||
-    am_die "wrk ($test, $path) failed; see $raw"
-  local line
-  line=$(grep '^WRK_RESULT ' "$raw") || am_die "no result line from wrk in $raw"
-  local requests duration_us p50_us p99_us errors
-  eval "$(sed 's/^WRK_RESULT //; s/\([a-z0-9_]*\)=\([0-9]*\)/local \1=\2;/g' <<<"$line")"
-  R[$path.$test.p50]=$p50_us
-  R[$path.$test.p99]=$p99_us
-  R[$path.$test.rps]=$((requests * 1000000 / (duration_us > 0 ? duration_us : 1)))
-  R[$path.$test.errors]=$errors
-  TOTAL_ERRORS=$((TOTAL_ERRORS + errors))
-  if [[ -n $pid ]]; then
-    local hz ticks
-    hz=$(getconf CLK_TCK)
-    ticks=$(($(am_cpu_ticks "$pid") - ticks_before))
-    R[$path.$test.cpu_us]=$(awk -v t="$ticks" -v hz="$hz" -v n="$requests" \
-      'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
-    R[$path.$test.cpu_pct]=$(awk -v t="$ticks" -v hz="$hz" -v d="$duration_us" \
-      'BEGIN { printf "%.0f", (d > 0 ? t * 1e8 / hz / d : 0) }')
-  fi
+    bench_run_wrk "$test" "$path" "$conns" 1 "$secs" "$BENCH_DIR/mcp_post.lua" "${URL[$path]}" "$pid"
 }
 
-# run_rate PATH SECONDS: fixed rate of tools/call with h2load (wrk cannot hold a rate);
-# percentiles are nearest-rank over h2load's per-request log (microseconds).
+# run_rate PATH SECONDS: fixed rate of tools/call with h2load.
 run_rate() {
-  local path=$1 secs=$2
-  local raw=$RAW/rate-$path.txt log=$RAW/rate-$path.log
-  local per_conn=$((BENCH_RATE / BENCH_RATE_CONNS)) rc=0
-  timeout -k 5 $((secs + 10)) "${LOAD_WRAP[@]}" h2load --h1 -t 1 -c "$BENCH_RATE_CONNS" \
-    --rps="$per_conn" -D "$secs" --log-file="$log" -d "$WORK/call.json" \
+  local path=$1
+  bench_run_rate "$path" "$2" -d "$WORK/call.json" \
     -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
-    -H "Mcp-Session-Id: ${SID[$path]}" -H "MCP-Protocol-Version: $VERSION" \
-    "${URL[$path]}" >"$raw" 2>&1 || rc=$?
-  if ((rc == 124)) && [[ -s $log ]]; then
-    am_log "h2load ($path) did not exit by itself; using its per-request log"
-  elif ((rc != 0)); then
-    am_die "h2load ($path) failed with exit code $rc; see $raw"
-  fi
-  local n p50 p99 errors
-  read -r n p50 p99 < <(sort -t$'\t' -k3,3n "$log" | awk -F'\t' '
-    { v[NR] = $3 }
-    END {
-      if (NR == 0) { print 0, 0, 0; exit }
-      print NR, v[int((NR * 50 + 99) / 100)], v[int((NR * 99 + 99) / 100)]
-    }')
-  errors=$(awk -F'\t' '$2 != 200' "$log" | wc -l)
-  ((n > 0)) || am_die "h2load ($path) completed no request; see $raw"
-  R[$path.rate.p50]=$p50
-  R[$path.rate.p99]=$p99
-  R[$path.rate.rps]=$((n / secs))
-  R[$path.rate.errors]=$errors
-  TOTAL_ERRORS=$((TOTAL_ERRORS + errors))
+    -H "Mcp-Session-Id: ${SID[$path]}" -H "MCP-Protocol-Version: $VERSION" "${URL[$path]}"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)

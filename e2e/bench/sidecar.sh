@@ -30,6 +30,8 @@ AM_LOG_PREFIX=bench-sidecar
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 source "$BENCH_DIR/../../scripts/lib.sh"
+# shellcheck source=e2e/bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 # shellcheck source=scripts/pods.sh
 source "$AM_ROOT/scripts/pods.sh"
 exec </dev/null
@@ -145,20 +147,7 @@ run_rate() {
   local raw=$RAW/$name-$target.txt log=$RAW/$name-$target.log
   h2load_as "$target" "$log" -c "$BENCH_RATE_CONNS" --rps="$((BENCH_RATE / BENCH_RATE_CONNS))" \
     -D "$secs" "$URL" >"$raw" 2>&1 || am_die "h2load ($name, $target) failed; see $raw"
-  local n p50 p99 errors
-  read -r n p50 p99 < <(sort -t$'\t' -k3,3n "$log" | awk -F'\t' '
-    { v[NR] = $3 }
-    END {
-      if (NR == 0) { print 0, 0, 0; exit }
-      print NR, v[int((NR * 50 + 99) / 100)], v[int((NR * 99 + 99) / 100)]
-    }')
-  errors=$(awk -F'\t' '$2 != 200' "$log" | wc -l)
-  ((n > 0)) || am_die "h2load ($name, $target) completed no request; see $raw"
-  R[$target.$name.p50]=$p50
-  R[$target.$name.p99]=$p99
-  R[$target.$name.rps]=$((n / secs))
-  R[$target.$name.errors]=$errors
-  TOTAL_ERRORS=$((TOTAL_ERRORS + errors))
+  bench_record_h2load_log "$target" "$name" "$secs" "$log" "$raw" "h2load ($name, $target)"
 }
 
 # to_us VALUE: h2load's "123us" / "4.56ms" / "1.2s" in microseconds.

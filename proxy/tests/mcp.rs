@@ -12,8 +12,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use mcp_peers::{
-    FastMcp, client_v1, client_v2, dead_port, gateway_config, gateway_config_yaml, http_target,
-    processes_marked, stdio_target, unique_mark,
+    ALPHA_BETA_TOOLS, FastMcp, call_ok, client_v1, client_v2, dead_port, gateway, gateway_config,
+    gateway_config_yaml, http_target, or_logs, post, processes_marked, stdio_target, strings,
+    unique_mark,
 };
 use serde_json::{Value, json};
 use support::client::{self, Got};
@@ -25,23 +26,12 @@ fn targets(list: &[&FastMcp]) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn python_client_lists_calls_prompts_and_reads_across_two_targets() {
     let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start("beta"));
-    let port = free_port();
-    let proxy = Proxy::start(&gateway_config(port, &targets(&[&alpha, &beta]), ""));
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (proxy, _, url) = gateway(&targets(&[&alpha, &beta]));
 
-    let out = client_v1(&url, "tour", &[])
-        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let out = or_logs(client_v1(&url, "tour", &[]), &proxy);
 
     assert_eq!(out["serverName"], "tools");
     assert_eq!(out["protocolVersion"], "2025-11-25");
@@ -51,31 +41,10 @@ fn python_client_lists_calls_prompts_and_reads_across_two_targets() {
             && instructions.contains("[beta] beta offers"),
         "{instructions}"
     );
-    assert_eq!(
-        strings(&out["tools"]),
-        [
-            "alpha_add",
-            "alpha_echo",
-            "alpha_pid",
-            "alpha_whoami",
-            "beta_add",
-            "beta_echo",
-            "beta_pid",
-            "beta_whoami"
-        ]
-    );
-    assert_eq!(
-        out["calls"]["alpha_echo"],
-        json!({ "text": ["alpha: hi"], "isError": false })
-    );
-    assert_eq!(
-        out["calls"]["beta_echo"],
-        json!({ "text": ["beta: hi"], "isError": false })
-    );
-    assert_eq!(
-        out["calls"]["alpha_add"],
-        json!({ "text": ["5"], "isError": false })
-    );
+    assert_eq!(strings(&out["tools"]), ALPHA_BETA_TOOLS);
+    assert_eq!(out["calls"]["alpha_echo"], call_ok("alpha: hi"));
+    assert_eq!(out["calls"]["beta_echo"], call_ok("beta: hi"));
+    assert_eq!(out["calls"]["alpha_add"], call_ok("5"));
     assert!(
         out["unknownTool"]["error"]
             .as_str()
@@ -201,21 +170,6 @@ fn fail_closed_fails_the_request_naming_the_down_target() {
         ),
         1.0
     );
-}
-
-/// A POST of `body` with the headers a spec-following client sends, plus `extra`.
-async fn post(port: u16, body: &str, extra: &[(&str, &str)]) -> Got {
-    let mut req = Request::post(format!("http://127.0.0.1:{port}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    client::send(
-        &client::http1(),
-        req.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
-    )
-    .await
 }
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
@@ -431,17 +385,13 @@ fn python_client_uses_a_stdio_target_federated_with_an_http_target() {
     let proxy = Proxy::start(&gateway_config_yaml(port, &targets, ""));
     let url = format!("http://127.0.0.1:{port}/mcp");
 
-    let out = client_v1(&url, "tour", &[])
-        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let out = or_logs(client_v1(&url, "tour", &[]), &proxy);
     let tools = strings(&out["tools"]);
     assert!(
         tools.contains(&"alpha_echo".to_string()) && tools.contains(&"gamma_echo".to_string()),
         "{tools:?}"
     );
-    assert_eq!(
-        out["calls"]["gamma_echo"],
-        json!({ "text": ["gamma: hi"], "isError": false })
-    );
+    assert_eq!(out["calls"]["gamma_echo"], call_ok("gamma: hi"));
     assert_eq!(
         out["promptTexts"]["gamma_greet"],
         json!(["Hello Ada, from gamma."])
@@ -576,8 +526,7 @@ fn python_2x_client_discovers_lists_and_calls_through_held_sessions() {
     let proxy = Proxy::start(&gateway_config_yaml(port, &targets, ""));
     let url = format!("http://127.0.0.1:{port}/mcp");
 
-    let out = client_v2(&url, "tour", &[])
-        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let out = or_logs(client_v2(&url, "tour", &[]), &proxy);
     // The 2026-07-28 style end to end: discover, never initialize.
     assert_eq!(out["protocolVersion"], "2026-07-28", "{out}");
     assert_eq!(

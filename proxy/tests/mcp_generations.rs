@@ -12,41 +12,17 @@ mod mcp_peers;
 mod node_peers;
 mod support;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use std::time::Duration;
 
 use mcp_peers::{
-    FastMcp, client_v1, client_v1_sse, client_v2, gateway_config, gateway_config_yaml, http_target,
-    processes_marked, stdio_target, unique_mark,
+    FastMcp, call_ok, client_v1, client_v1_sse, client_v2, gateway, gateway_config,
+    gateway_config_yaml, http_target, or_logs, post, processes_marked, stdio_target, strings,
+    unique_mark,
 };
 use node_peers::ts_client;
 use serde_json::{Value, json};
-use support::client::{self, Got};
+use support::client;
 use support::{Proxy, eventually, free_port};
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-async fn post(port: u16, body: &str, extra: &[(&str, &str)]) -> Got {
-    let mut req = Request::post(format!("http://127.0.0.1:{port}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    client::send(
-        &client::http1(),
-        req.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
-    )
-    .await
-}
 
 fn initialize(version: &str) -> String {
     json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
@@ -58,26 +34,13 @@ fn initialize(version: &str) -> String {
 fn initialize_narrows_to_the_newest_version_every_target_speaks() {
     let new = FastMcp::start("alpha");
     let old = FastMcp::start_pinned("beta", "2024-11-05");
-    let port = free_port();
-    let proxy = Proxy::start(&gateway_config(
-        port,
-        &[("alpha", new.url()), ("beta", old.url())],
-        "",
-    ));
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (proxy, _, url) = gateway(&[("alpha", new.url()), ("beta", old.url())]);
 
     // The SDK client asks for 2025-11-25; beta speaks only 2024-11-05.
-    let out = client_v1(&url, "tour", &[])
-        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let out = or_logs(client_v1(&url, "tour", &[]), &proxy);
     assert_eq!(out["protocolVersion"], "2024-11-05", "{out}");
-    assert_eq!(
-        out["calls"]["alpha_echo"],
-        json!({ "text": ["alpha: hi"], "isError": false })
-    );
-    assert_eq!(
-        out["calls"]["beta_echo"],
-        json!({ "text": ["beta: hi"], "isError": false })
-    );
+    assert_eq!(out["calls"]["alpha_echo"], call_ok("alpha: hi"));
+    assert_eq!(out["calls"]["beta_echo"], call_ok("beta: hi"));
     assert_eq!(
         out["promptTexts"]["beta_greet"],
         json!(["Hello Ada, from beta."])
@@ -103,8 +66,10 @@ fn initialize_narrows_to_the_newest_version_every_target_speaks() {
     );
 
     // The TypeScript SDK client accepts the narrowed version too.
-    let out = ts_client(&url, "call", &["beta_add", r#"{"a":2,"b":40}"#])
-        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let out = or_logs(
+        ts_client(&url, "call", &["beta_add", r#"{"a":2,"b":40}"#]),
+        &proxy,
+    );
     assert_eq!(out["text"], json!(["42"]), "{out}");
 }
 
@@ -165,9 +130,7 @@ async fn a_version_nobody_speaks_gets_the_error_listing_supported_versions() {
 #[test]
 fn a_modern_only_target_serves_clients_of_both_generations() {
     let gamma = FastMcp::start_modern("gamma");
-    let port = free_port();
-    let proxy = Proxy::start(&gateway_config(port, &[("gamma", gamma.url())], ""));
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (proxy, _, url) = gateway(&[("gamma", gamma.url())]);
     let fail = |e: String| -> Value {
         panic!(
             "{e}\nproxy log:\n{}\nserver log:\n{}",
@@ -180,14 +143,8 @@ fn a_modern_only_target_serves_clients_of_both_generations() {
     let out = client_v1(&url, "tour", &[]).unwrap_or_else(fail);
     assert_eq!(out["protocolVersion"], "2025-11-25");
     assert_eq!(strings(&out["tools"]), ["add", "echo", "whoami"]);
-    assert_eq!(
-        out["calls"]["echo"],
-        json!({ "text": ["gamma: hi"], "isError": false })
-    );
-    assert_eq!(
-        out["calls"]["add"],
-        json!({ "text": ["5"], "isError": false })
-    );
+    assert_eq!(out["calls"]["echo"], call_ok("gamma: hi"));
+    assert_eq!(out["calls"]["add"], call_ok("5"));
     assert_eq!(
         out["instructions"],
         "gamma (2026-07-28 only) offers echo, add and notes."
@@ -204,11 +161,7 @@ fn a_modern_only_target_serves_clients_of_both_generations() {
 
     // Session style (TypeScript SDK).
     let out = ts_client(&url, "tour", &[]).unwrap_or_else(fail);
-    assert_eq!(
-        out["calls"]["echo"],
-        json!({ "text": ["gamma: hi"], "isError": false }),
-        "{out}"
-    );
+    assert_eq!(out["calls"]["echo"], call_ok("gamma: hi"), "{out}");
 
     // Legacy HTTP+SSE transport (SDK 1.x `sse_client`).
     let out = client_v1_sse(&format!("{url}/sse"), "call", &["whoami", "{}"]).unwrap_or_else(fail);
@@ -221,10 +174,7 @@ fn a_modern_only_target_serves_clients_of_both_generations() {
     let out = client_v2(&url, "tour", &[]).unwrap_or_else(fail);
     assert_eq!(out["protocolVersion"], "2026-07-28");
     assert_eq!(out["discovered"], true);
-    assert_eq!(
-        out["calls"]["echo"],
-        json!({ "text": ["gamma: hi"], "isError": false })
-    );
+    assert_eq!(out["calls"]["echo"], call_ok("gamma: hi"));
     assert_eq!(
         out["reads"]["notes://gamma/readme"],
         json!(["readme of gamma"])
@@ -246,13 +196,7 @@ fn a_modern_only_target_serves_clients_of_both_generations() {
 fn mixed_federation_of_a_session_target_and_a_modern_only_target() {
     let alpha = FastMcp::start("alpha");
     let gamma = FastMcp::start_modern("gamma");
-    let port = free_port();
-    let proxy = Proxy::start(&gateway_config(
-        port,
-        &[("alpha", alpha.url()), ("gamma", gamma.url())],
-        "",
-    ));
-    let url = format!("http://127.0.0.1:{port}/mcp");
+    let (proxy, port, url) = gateway(&[("alpha", alpha.url()), ("gamma", gamma.url())]);
     let fail = |e: String| -> Value {
         panic!(
             "{e}\nproxy log:\n{}\nserver log:\n{}",

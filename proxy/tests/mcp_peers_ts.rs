@@ -8,18 +8,10 @@ mod mcp_peers;
 mod node_peers;
 mod support;
 
-use mcp_peers::{FastMcp, gateway_config};
+use mcp_peers::{FastMcp, call_ok, gateway_config, or_logs, strings};
 use node_peers::{NodeServer, inspector, ts_client};
 use serde_json::{Value, json};
 use support::{Proxy, free_port};
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
 
 /// A gateway on a free port federating `targets`; returns it and its MCP URL.
 fn gateway(targets: &[(&str, String)]) -> (Proxy, String) {
@@ -62,14 +54,8 @@ fn ts_client_federates_a_ts_server_and_a_fastmcp_server() {
             "ts_echo"
         ]
     );
-    assert_eq!(
-        out["calls"]["ts_echo"],
-        json!({ "text": ["ts: hi"], "isError": false })
-    );
-    assert_eq!(
-        out["calls"]["py_echo"],
-        json!({ "text": ["py: hi"], "isError": false })
-    );
+    assert_eq!(out["calls"]["ts_echo"], call_ok("ts: hi"));
+    assert_eq!(out["calls"]["py_echo"], call_ok("py: hi"));
     assert_eq!(strings(&out["prompts"]), ["py_greet", "ts_greet"]);
     assert_eq!(
         out["promptTexts"]["ts_greet"],
@@ -90,7 +76,7 @@ fn ts_client_federates_a_ts_server_and_a_fastmcp_server() {
     );
     // A call on each target by name, in a session of its own.
     let add = ts_client(&url, "call", &["ts_add", r#"{"a": 20, "b": 22}"#]).unwrap();
-    assert_eq!(add, json!({ "text": ["42"], "isError": false }));
+    assert_eq!(add, call_ok("42"));
 }
 
 #[test]
@@ -125,7 +111,7 @@ fn server_everything_behind_the_gateway_lists_calls_reads_and_prompts() {
 
     let echo =
         ts_client(&url, "call", &["everything_echo", r#"{"message": "hi"}"#]).unwrap_or_else(fail);
-    assert_eq!(echo, json!({ "text": ["Echo: hi"], "isError": false }));
+    assert_eq!(echo, call_ok("Echo: hi"));
     let sum = ts_client(&url, "call", &["everything_get-sum", r#"{"a": 2, "b": 3}"#])
         .unwrap_or_else(fail);
     assert!(
@@ -238,8 +224,7 @@ fn server_everything_over_stdio_relays_progress_sampling_elicitation_and_roots()
     let proxy = Proxy::start(&mcp_peers::gateway_config_yaml(port, &targets, ""));
     let url = format!("http://127.0.0.1:{port}/mcp");
     let relay = |tool: &str, args: &str| {
-        node_peers::ts_client(&url, "relay", &[tool, args])
-            .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()))
+        or_logs(node_peers::ts_client(&url, "relay", &[tool, args]), &proxy)
     };
 
     let out = relay(
@@ -293,8 +278,10 @@ fn server_everything_over_stdio_reaches_the_client_between_requests_on_its_get_s
     // The tool starts sending a log message every 5 s, outside any request (and the
     // server logs when it gets the client's roots, which it asks outside requests too):
     // once the call is answered, only the client's GET stream can carry them.
-    let out = node_peers::ts_client(&url, "relay-then-wait", &["toggle-simulated-logging", "{}"])
-        .unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()));
+    let out = or_logs(
+        node_peers::ts_client(&url, "relay-then-wait", &["toggle-simulated-logging", "{}"]),
+        &proxy,
+    );
 
     assert_eq!(out["isError"], false, "{out}");
     let after = strings(&out["logsAfter"]);

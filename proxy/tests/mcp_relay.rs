@@ -10,7 +10,8 @@ mod mcp_peers;
 mod support;
 
 use mcp_peers::{
-    FastMcp, client_v1, gateway_config, gateway_config_yaml, http_target, relay_stdio_target,
+    FastMcp, assert_counted, client_v1, gateway_config, gateway_config_yaml, http_target, or_logs,
+    relay_stdio_target,
 };
 use serde_json::{Value, json};
 use support::{Proxy, free_port};
@@ -25,7 +26,67 @@ fn gateway() -> (FastMcp, FastMcp, Proxy, String) {
 }
 
 fn run(proxy: &Proxy, url: &str, scenario: &str, args: &[&str]) -> Value {
-    client_v1(url, scenario, args).unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()))
+    or_logs(client_v1(url, scenario, args), proxy)
+}
+
+/// Elicitation asked by `elicits`'s `favourite` tool and sampling asked by `samples`'s
+/// `compose` tool reach the client, and its answers reach the asking target.
+fn assert_elicitation_and_sampling_round_trip(
+    proxy: &Proxy,
+    url: &str,
+    elicits: &str,
+    samples: &str,
+) {
+    let out = run(proxy, url, "answer", &[&format!("{elicits}_favourite")]);
+    assert_eq!(out["text"], json!([format!("{elicits}: teal")]), "{out}");
+    assert_eq!(out["requests"][0]["method"], "elicitation/create");
+    assert_eq!(
+        out["requests"][0]["message"],
+        format!("{elicits} asks: your favourite colour?")
+    );
+
+    let out = run(proxy, url, "answer", &[&format!("{samples}_compose")]);
+    assert_eq!(
+        out["text"],
+        json!([format!("{samples} got: sampled: a line on tides")]),
+        "{out}"
+    );
+    assert_eq!(out["requests"][0]["method"], "sampling/createMessage");
+}
+
+/// A client cancelling its call to `target`'s `linger` tool stops it there: the
+/// target's cancellation counter reads 1.
+fn assert_cancellation_reaches(proxy: &Proxy, url: &str, target: &str) {
+    let (linger, counter) = (
+        format!("{target}_linger"),
+        format!("{target}_cancellations"),
+    );
+    let out = run(proxy, url, "cancel", &[&linger, &counter]);
+
+    assert_eq!(
+        out["counter"],
+        json!(["1"]),
+        "{out}\nproxy log:\n{}",
+        proxy.logs()
+    );
+}
+
+/// `target`'s `grow` tool adds `<target>_extra` (and no tool of `other`), and the client
+/// hears of it as `notifications/tools/list_changed`.
+fn assert_list_changed_reaches_the_client(proxy: &Proxy, url: &str, target: &str, other: &str) {
+    let out = run(proxy, url, "list-changed", &[&format!("{target}_grow")]);
+
+    assert_eq!(out["text"], json!(["grown"]), "{out}");
+    let tools = out["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!(format!("{target}_extra"))), "{out}");
+    assert!(!tools.contains(&json!(format!("{other}_extra"))), "{out}");
+    assert!(
+        out["notifications"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("notifications/tools/list_changed")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -34,20 +95,7 @@ fn progress_and_log_messages_reach_the_calling_client_before_the_result() {
 
     let out = run(&proxy, &url, "progress", &["beta_count", r#"{"n": 3}"#]);
 
-    assert_eq!(out["text"], json!(["beta counted to 3"]), "{out}");
-    assert_eq!(
-        out["progress"],
-        json!([
-            { "progress": 1.0, "total": 3.0, "message": "step 1" },
-            { "progress": 2.0, "total": 3.0, "message": "step 2" },
-            { "progress": 3.0, "total": 3.0, "message": "step 3" },
-        ]),
-        "the client's own progress token came back: {out}"
-    );
-    assert_eq!(
-        out["logs"],
-        json!(["beta step 1", "beta step 2", "beta step 3"])
-    );
+    assert_counted(&out, "beta", 3);
 }
 
 /// An HTTP relay server and the same server as a per-session stdio target `local`
@@ -70,136 +118,47 @@ fn progress_and_log_messages_of_a_stdio_target_reach_the_calling_client() {
 
     let out = run(&proxy, &url, "progress", &["local_count", r#"{"n": 2}"#]);
 
-    assert_eq!(out["text"], json!(["local counted to 2"]), "{out}");
-    assert_eq!(
-        out["progress"],
-        json!([
-            { "progress": 1.0, "total": 2.0, "message": "step 1" },
-            { "progress": 2.0, "total": 2.0, "message": "step 2" },
-        ]),
-        "the client's own progress token came back: {out}"
-    );
-    assert_eq!(
-        out["logs"],
-        json!(["local step 1", "local step 2"]),
-        "{out}"
-    );
+    assert_counted(&out, "local", 2);
 }
 
 #[test]
 fn elicitation_and_sampling_round_trip_to_a_stdio_target() {
     let (_alpha, proxy, url) = gateway_with_stdio();
 
-    let out = run(&proxy, &url, "answer", &["local_favourite"]);
-    assert_eq!(out["text"], json!(["local: teal"]), "{out}");
-    assert_eq!(out["requests"][0]["method"], "elicitation/create");
-    assert_eq!(
-        out["requests"][0]["message"],
-        "local asks: your favourite colour?"
-    );
-
-    let out = run(&proxy, &url, "answer", &["local_compose"]);
-    assert_eq!(
-        out["text"],
-        json!(["local got: sampled: a line on tides"]),
-        "{out}"
-    );
-    assert_eq!(out["requests"][0]["method"], "sampling/createMessage");
+    assert_elicitation_and_sampling_round_trip(&proxy, &url, "local", "local");
 }
 
 #[test]
 fn cancellation_reaches_the_stdio_process_running_the_request() {
     let (_alpha, proxy, url) = gateway_with_stdio();
 
-    let out = run(
-        &proxy,
-        &url,
-        "cancel",
-        &["local_linger", "local_cancellations"],
-    );
-
-    assert_eq!(
-        out["counter"],
-        json!(["1"]),
-        "{out}\nproxy log:\n{}",
-        proxy.logs()
-    );
+    assert_cancellation_reaches(&proxy, &url, "local");
 }
 
 #[test]
 fn list_changed_notifications_of_a_stdio_target_reach_the_client() {
     let (_alpha, proxy, url) = gateway_with_stdio();
 
-    let out = run(&proxy, &url, "list-changed", &["local_grow"]);
-
-    assert_eq!(out["text"], json!(["grown"]), "{out}");
-    let tools = out["tools"].as_array().unwrap();
-    assert!(tools.contains(&json!("local_extra")), "{out}");
-    assert!(!tools.contains(&json!("alpha_extra")), "{out}");
-    assert!(
-        out["notifications"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("notifications/tools/list_changed")),
-        "{out}"
-    );
+    assert_list_changed_reaches_the_client(&proxy, &url, "local", "alpha");
 }
 
 #[test]
 fn elicitation_and_sampling_round_trip_to_the_asking_target() {
     let (_alpha, _beta, proxy, url) = gateway();
 
-    let out = run(&proxy, &url, "answer", &["alpha_favourite"]);
-    assert_eq!(out["text"], json!(["alpha: teal"]), "{out}");
-    assert_eq!(out["requests"][0]["method"], "elicitation/create");
-    assert_eq!(
-        out["requests"][0]["message"],
-        "alpha asks: your favourite colour?"
-    );
-
-    let out = run(&proxy, &url, "answer", &["beta_compose"]);
-    assert_eq!(
-        out["text"],
-        json!(["beta got: sampled: a line on tides"]),
-        "{out}"
-    );
-    assert_eq!(out["requests"][0]["method"], "sampling/createMessage");
+    assert_elicitation_and_sampling_round_trip(&proxy, &url, "alpha", "beta");
 }
 
 #[test]
 fn cancellation_reaches_the_target_running_the_request() {
     let (_alpha, _beta, proxy, url) = gateway();
 
-    let out = run(
-        &proxy,
-        &url,
-        "cancel",
-        &["beta_linger", "beta_cancellations"],
-    );
-
-    assert_eq!(
-        out["counter"],
-        json!(["1"]),
-        "{out}\nproxy log:\n{}",
-        proxy.logs()
-    );
+    assert_cancellation_reaches(&proxy, &url, "beta");
 }
 
 #[test]
 fn list_changed_notifications_arrive_on_the_get_stream() {
     let (_alpha, _beta, proxy, url) = gateway();
 
-    let out = run(&proxy, &url, "list-changed", &["alpha_grow"]);
-
-    assert_eq!(out["text"], json!(["grown"]), "{out}");
-    let tools = out["tools"].as_array().unwrap();
-    assert!(tools.contains(&json!("alpha_extra")), "{out}");
-    assert!(!tools.contains(&json!("beta_extra")), "{out}");
-    assert!(
-        out["notifications"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("notifications/tools/list_changed")),
-        "{out}"
-    );
+    assert_list_changed_reaches_the_client(&proxy, &url, "alpha", "beta");
 }

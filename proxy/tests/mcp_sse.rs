@@ -15,67 +15,37 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use mcp_peers::{
-    FastMcp, client_v1, client_v1_sse, client_v2, gateway_config_yaml, http_target, sse_target,
+    ALPHA_BETA_TOOLS, FastMcp, assert_counted, call_ok, client_v1, client_v1_sse, client_v2,
+    gateway_config_yaml, http_target, or_logs, post, sse_target, strings,
 };
 use node_peers::{inspector_over, ts_client_sse};
 use serde_json::{Value, json};
 use support::client::{self, Got};
 use support::{Proxy, eventually, free_port};
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// A gateway on a free port with the targets' YAML; its streamable-HTTP and legacy SSE
-/// URLs.
-fn gateway(targets: &str) -> (Proxy, u16, String, String) {
+/// A gateway on a free port with the targets' YAML items; its port and its
+/// streamable-HTTP and legacy SSE URLs.
+fn gateway(targets: &[String]) -> (Proxy, u16, String, String) {
     let port = free_port();
-    let proxy = Proxy::start(&gateway_config_yaml(port, targets, ""));
+    let proxy = Proxy::start(&gateway_config_yaml(port, &targets.concat(), ""));
     let base = format!("http://127.0.0.1:{port}/mcp");
     (proxy, port, base.clone(), format!("{base}/sse"))
 }
 
-fn or_logs<T>(r: Result<T, String>, proxy: &Proxy) -> T {
-    r.unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()))
-}
-
-const TOOLS: [&str; 8] = [
-    "alpha_add",
-    "alpha_echo",
-    "alpha_pid",
-    "alpha_whoami",
-    "beta_add",
-    "beta_echo",
-    "beta_pid",
-    "beta_whoami",
-];
-
 #[test]
 fn python_sse_client_lists_calls_prompts_and_reads_across_two_targets() {
     let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start("beta"));
-    let targets = format!(
-        "{}{}",
+    let (proxy, _, _, sse) = gateway(&[
         http_target("alpha", &alpha.url()),
-        http_target("beta", &beta.url())
-    );
-    let (proxy, _, _, sse) = gateway(&targets);
+        http_target("beta", &beta.url()),
+    ]);
 
     let out = or_logs(client_v1_sse(&sse, "tour", &[]), &proxy);
 
     assert_eq!(out["serverName"], "tools");
-    assert_eq!(strings(&out["tools"]), TOOLS);
-    assert_eq!(
-        out["calls"]["beta_echo"],
-        json!({ "text": ["beta: hi"], "isError": false })
-    );
-    assert_eq!(
-        out["calls"]["alpha_add"],
-        json!({ "text": ["5"], "isError": false })
-    );
+    assert_eq!(strings(&out["tools"]), ALPHA_BETA_TOOLS);
+    assert_eq!(out["calls"]["beta_echo"], call_ok("beta: hi"));
+    assert_eq!(out["calls"]["alpha_add"], call_ok("5"));
     assert!(
         out["unknownTool"]["error"]
             .as_str()
@@ -121,21 +91,16 @@ fn python_sse_client_lists_calls_prompts_and_reads_across_two_targets() {
 #[test]
 fn typescript_sse_client_lists_calls_and_reads() {
     let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start("beta"));
-    let targets = format!(
-        "{}{}",
+    let (proxy, _, _, sse) = gateway(&[
         http_target("alpha", &alpha.url()),
-        http_target("beta", &beta.url())
-    );
-    let (proxy, _, _, sse) = gateway(&targets);
+        http_target("beta", &beta.url()),
+    ]);
 
     let out = or_logs(ts_client_sse(&sse, "tour", &[]), &proxy);
 
     assert_eq!(out["serverName"], "tools");
-    assert_eq!(strings(&out["tools"]), TOOLS);
-    assert_eq!(
-        out["calls"]["alpha_echo"],
-        json!({ "text": ["alpha: hi"], "isError": false })
-    );
+    assert_eq!(strings(&out["tools"]), ALPHA_BETA_TOOLS);
+    assert_eq!(out["calls"]["alpha_echo"], call_ok("alpha: hi"));
     assert_eq!(
         out["promptTexts"]["beta_greet"],
         json!(["Hello Ada, from beta."])
@@ -150,12 +115,10 @@ fn typescript_sse_client_lists_calls_and_reads() {
 #[test]
 fn inspector_cli_over_sse_lists_and_calls_tools() {
     let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start_sse("beta"));
-    let targets = format!(
-        "{}{}",
+    let (proxy, _, _, sse) = gateway(&[
         http_target("alpha", &alpha.url()),
-        sse_target("beta", &beta.sse_url())
-    );
-    let (proxy, _, _, sse) = gateway(&targets);
+        sse_target("beta", &beta.sse_url()),
+    ]);
 
     let listed = or_logs(
         inspector_over("sse", &sse, &["--method", "tools/list"]),
@@ -193,12 +156,10 @@ fn server_requests_and_progress_cross_legacy_sse_on_both_sides() {
         FastMcp::start_relay("alpha"),
         FastMcp::start_relay_sse("beta"),
     );
-    let targets = format!(
-        "{}{}",
+    let (proxy, _, url, sse) = gateway(&[
         http_target("alpha", &alpha.url()),
-        sse_target("beta", &beta.sse_url())
-    );
-    let (proxy, _, url, sse) = gateway(&targets);
+        sse_target("beta", &beta.sse_url()),
+    ]);
 
     for (client, tool) in [
         (&sse, "alpha_favourite"),
@@ -235,20 +196,7 @@ fn server_requests_and_progress_cross_legacy_sse_on_both_sides() {
         client_v1_sse(&sse, "progress", &["beta_count", r#"{"n": 3}"#]),
         &proxy,
     );
-    assert_eq!(out["text"], json!(["beta counted to 3"]), "{out}");
-    assert_eq!(
-        out["progress"],
-        json!([
-            { "progress": 1.0, "total": 3.0, "message": "step 1" },
-            { "progress": 2.0, "total": 3.0, "message": "step 2" },
-            { "progress": 3.0, "total": 3.0, "message": "step 3" },
-        ]),
-        "the client's own progress token came back: {out}"
-    );
-    assert_eq!(
-        out["logs"],
-        json!(["beta step 1", "beta step 2", "beta step 3"])
-    );
+    assert_counted(&out, "beta", 3);
 
     let out = or_logs(
         client_v1_sse(&sse, "cancel", &["beta_linger", "beta_cancellations"]),
@@ -282,20 +230,15 @@ fn server_requests_and_progress_cross_legacy_sse_on_both_sides() {
 #[test]
 fn sse_target_serves_streamable_http_clients() {
     let (alpha, beta) = (FastMcp::start_sse("alpha"), FastMcp::start("beta"));
-    let targets = format!(
-        "{}{}",
+    let (proxy, _, url, _) = gateway(&[
         sse_target("alpha", &alpha.sse_url()),
-        http_target("beta", &beta.url())
-    );
-    let (proxy, _, url, _) = gateway(&targets);
+        http_target("beta", &beta.url()),
+    ]);
 
     let out = or_logs(client_v1(&url, "tour", &[]), &proxy);
 
-    assert_eq!(strings(&out["tools"]), TOOLS);
-    assert_eq!(
-        out["calls"]["alpha_echo"],
-        json!({ "text": ["alpha: hi"], "isError": false })
-    );
+    assert_eq!(strings(&out["tools"]), ALPHA_BETA_TOOLS);
+    assert_eq!(out["calls"]["alpha_echo"], call_ok("alpha: hi"));
     let readme = "agentmesh://alpha/notes%3A%2F%2Falpha%2Freadme";
     assert_eq!(
         out["reads"][readme],
@@ -311,10 +254,7 @@ fn sse_target_serves_streamable_http_clients() {
     // A client of the 2026-07-28 style too, over sessions the gateway holds.
     let out = or_logs(client_v2(&url, "tour", &[]), &proxy);
     assert_eq!(out["protocolVersion"], "2026-07-28", "{out}");
-    assert_eq!(
-        out["calls"]["alpha_echo"],
-        json!({ "text": ["alpha: hi"], "isError": false })
-    );
+    assert_eq!(out["calls"]["alpha_echo"], call_ok("alpha: hi"));
     // Configured as SSE and spoken as SSE: no fallback.
     assert_eq!(
         proxy.metric("agentmesh_mcp_transport_fallbacks_total", &[]),
@@ -326,7 +266,7 @@ fn sse_target_serves_streamable_http_clients() {
 fn streamable_target_that_answers_like_a_legacy_server_is_used_over_sse() {
     let alpha = FastMcp::start_sse("alpha");
     // The SSE URL configured as streamable HTTP: POST /sse gets 405.
-    let (proxy, _, url, _) = gateway(&http_target("alpha", &alpha.sse_url()));
+    let (proxy, _, url, _) = gateway(&[http_target("alpha", &alpha.sse_url())]);
 
     let out = or_logs(
         client_v1(&url, "call", &["echo", r#"{"text": "x"}"#]),
@@ -364,7 +304,7 @@ fn streamable_target_that_answers_like_a_legacy_server_is_used_over_sse() {
 fn sse_target_that_is_streamable_http_is_used_over_streamable_http() {
     let alpha = FastMcp::start("alpha");
     // A streamable endpoint configured as SSE: GET without a session gets 400.
-    let (proxy, _, _, sse) = gateway(&sse_target("alpha", &alpha.url()));
+    let (proxy, _, _, sse) = gateway(&[sse_target("alpha", &alpha.url())]);
 
     let out = or_logs(
         client_v1_sse(&sse, "call", &["add", r#"{"a": 4, "b": 5}"#]),
@@ -457,27 +397,23 @@ impl EventReader {
     }
 }
 
-fn error_code(got: &Got) -> i64 {
-    got.json()["error"]["code"].as_i64().unwrap_or(0)
+/// Asserts that `got` is an HTTP `status` carrying a JSON-RPC error `code`.
+#[track_caller]
+fn assert_rpc_error(got: &Got, status: u16, code: i64) {
+    let got_code = got.json()["error"]["code"].as_i64().unwrap_or(0);
+    assert_eq!((got.status, got_code), (status, code), "{}", got.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_endpoint_answers_bad_input_with_clear_errors() {
     let (alpha, beta) = (FastMcp::start("alpha"), FastMcp::start("beta"));
-    let targets = format!(
-        "{}{}",
+    let (proxy, port, _, _) = gateway(&[
         http_target("alpha", &alpha.url()),
-        http_target("beta", &beta.url())
-    );
-    let (proxy, port, _, _) = gateway(&targets);
+        http_target("beta", &beta.url()),
+    ]);
 
     let got = post_to(port, "/mcp?sessionId=0123", "application/json", "{}").await;
-    assert_eq!(
-        (got.status, error_code(&got)),
-        (404, -32003),
-        "{}",
-        got.body
-    );
+    assert_rpc_error(&got, 404, -32003);
     assert!(got.body.contains("SSE stream"), "{}", got.body);
 
     let (status, content_type, mut stream) = EventReader::open(port).await;
@@ -494,37 +430,17 @@ async fn legacy_endpoint_answers_bad_input_with_clear_errors() {
         .body(Full::new(Bytes::from_static(b"{}")))
         .unwrap();
     let got = client::send(&client::http1(), req).await;
-    assert_eq!(
-        (got.status, error_code(&got)),
-        (404, -32003),
-        "{}",
-        got.body
-    );
+    assert_rpc_error(&got, 404, -32003);
 
     let got = post_to(port, &endpoint, "text/plain", "hello").await;
     assert_eq!(got.status, 415, "{}", got.body);
     let got = post_to(port, &endpoint, "application/json", "{not json").await;
-    assert_eq!(
-        (got.status, error_code(&got)),
-        (400, -32700),
-        "{}",
-        got.body
-    );
+    assert_rpc_error(&got, 400, -32700);
     let got = post_to(port, &endpoint, "application/json", "[]").await;
-    assert_eq!(
-        (got.status, error_code(&got)),
-        (400, -32600),
-        "{}",
-        got.body
-    );
+    assert_rpc_error(&got, 400, -32600);
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
     let got = post_to(port, &endpoint, "application/json", list).await;
-    assert_eq!(
-        (got.status, error_code(&got)),
-        (400, -32600),
-        "{}",
-        got.body
-    );
+    assert_rpc_error(&got, 400, -32600);
     assert!(got.body.contains("initialize"), "{}", got.body);
 
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
@@ -537,12 +453,7 @@ async fn legacy_endpoint_answers_bad_input_with_clear_errors() {
         "{answer}"
     );
     let got = post_to(port, &endpoint, "application/json", init).await;
-    assert_eq!(
-        (got.status, error_code(&got)),
-        (400, -32600),
-        "{}",
-        got.body
-    );
+    assert_rpc_error(&got, 400, -32600);
 
     let unknown = r#"{"jsonrpc":"2.0","id":"u","method":"tools/call","params":{"name":"nope","arguments":{}}}"#;
     assert_eq!(
@@ -589,36 +500,26 @@ async fn legacy_endpoint_answers_bad_input_with_clear_errors() {
 async fn restarted_sse_target_gets_a_new_stream_and_the_client_keeps_its_session() {
     let alpha_port = free_port();
     let alpha = FastMcp::start_sse_on("alpha", alpha_port);
-    let (proxy, port, _, _) = gateway(&sse_target("alpha", &alpha.sse_url()));
-    let mcp = |body: &'static str, sid: Option<String>| async move {
-        let mut req = Request::post(format!("http://127.0.0.1:{port}/mcp"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        if let Some(s) = sid {
-            req = req.header("mcp-session-id", s);
-        }
-        client::send(
-            &client::http1(),
-            req.body(Full::new(Bytes::from(body))).unwrap(),
-        )
-        .await
-    };
-    let got = mcp(
+    let (proxy, port, _, _) = gateway(&[sse_target("alpha", &alpha.sse_url())]);
+    let got = post(
+        port,
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
-        None,
+        &[],
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.body);
     let sid = got.header("mcp-session-id").unwrap().to_owned();
     let pid_call =
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"pid","arguments":{}}}"#;
-    let first =
-        mcp(pid_call, Some(sid.clone())).await.json()["result"]["content"][0]["text"].clone();
+    let first = post(port, pid_call, &[("mcp-session-id", &sid)])
+        .await
+        .json()["result"]["content"][0]["text"]
+        .clone();
     assert!(first.is_string(), "{first}");
 
     alpha.stop();
     let _alpha = FastMcp::start_sse_on("alpha", alpha_port);
-    let got = mcp(pid_call, Some(sid.clone())).await;
+    let got = post(port, pid_call, &[("mcp-session-id", &sid)]).await;
     let second = got.json()["result"]["content"][0]["text"].clone();
     assert!(
         second.is_string() && second != first,

@@ -12,14 +12,26 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sidecar_support::{Sidecar, exchange};
+use sidecar_support::{Sidecar, echo_server, exchange};
 use support::upstream::TestUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// The pod's address as the remote client saw it.
 fn pod(port: u16) -> SocketAddr {
     SocketAddr::from(([198, 18, 0, 9], port))
+}
+
+/// The response to `GET path` (Host `agent.ns.svc`) sent by a remote client to the
+/// pod's `port`, redirected to the inbound capture listener open now.
+async fn get_inbound(sidecar: &Sidecar, port: u16, path: &str) -> String {
+    let tcp = sidecar.connect_inbound(pod(port)).await;
+    exchange(tcp, "agent.ns.svc", path).await
+}
+
+/// As [`get_inbound`], redirected to the inbound capture listener at `listener`.
+async fn get_inbound_via(sidecar: &Sidecar, listener: SocketAddr, port: u16, path: &str) -> String {
+    let tcp = sidecar.connect_to(listener, pod(port)).await.unwrap();
+    exchange(tcp, "agent.ns.svc", path).await
 }
 
 /// Inbound capture on, with an inbound bind for the app's port whose route injects a
@@ -55,15 +67,13 @@ sidecar:
 async fn inbound_http_gets_the_inbound_binds_policies_then_reaches_the_app() {
     let app = TestUpstream::start("app").await;
     let sidecar = Sidecar::start(&config(app.addr)).await;
-    let tcp = sidecar.connect_inbound(pod(app.addr.port())).await;
-    let resp = exchange(tcp, "agent.ns.svc", "/tasks").await;
+    let resp = get_inbound(&sidecar, app.addr.port(), "/tasks").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let seen = app.received().pop().unwrap();
     assert_eq!(seen.headers["x-inbound"], "applied");
     assert_eq!(seen.path_and_query, "/tasks");
 
-    let tcp = sidecar.connect_inbound(pod(app.addr.port())).await;
-    let resp = exchange(tcp, "agent.ns.svc", "/admin").await;
+    let resp = get_inbound(&sidecar, app.addr.port(), "/admin").await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
     assert_eq!(app.count("/admin"), 0);
     assert_eq!(
@@ -80,8 +90,7 @@ async fn inbound_http_no_bind_serves_goes_to_the_app_on_loopback_unchanged() {
     let app = TestUpstream::start("app").await;
     let other = TestUpstream::start("other-port").await;
     let sidecar = Sidecar::start(&config(app.addr)).await;
-    let tcp = sidecar.connect_inbound(pod(other.addr.port())).await;
-    let resp = exchange(tcp, "agent.ns.svc", "/health").await;
+    let resp = get_inbound(&sidecar, other.addr.port(), "/health").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("x-upstream: other-port"), "{resp}");
     let seen = other.received().pop().unwrap();
@@ -91,17 +100,7 @@ async fn inbound_http_no_bind_serves_goes_to_the_app_on_loopback_unchanged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inbound_opaque_tcp_reaches_the_app_byte_for_byte() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tcp.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
+    let echo = echo_server().await;
     let app = TestUpstream::start("app").await;
     let sidecar = Sidecar::start(&config(app.addr)).await;
     let mut tcp = sidecar.connect_inbound(pod(echo.port())).await;
@@ -177,30 +176,12 @@ sidecar:
     );
     let sidecar = Sidecar::start(&yaml).await;
     // Sent to the pod address, where nothing listens: only the app on loopback answers.
-    let tcp = sidecar.connect_inbound(pod(app.addr.port())).await;
-    let resp = exchange(tcp, "agent.ns.svc", "/tasks").await;
+    let resp = get_inbound(&sidecar, app.addr.port(), "/tasks").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("x-upstream: app"), "{resp}");
     let seen = app.received().pop().unwrap();
     assert_eq!(seen.headers["x-inbound"], "applied");
     assert_eq!(seen.path_and_query, "/tasks");
-}
-
-/// A TCP echo server on loopback (the app's non-HTTP port); echoes until the client
-/// half-closes, then closes.
-async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tcp.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    echo
 }
 
 /// Writes `msg` and reads the same number of bytes back.
@@ -249,8 +230,7 @@ async fn inbound_default_deny_refuses_http_no_inbound_bind_serves_with_403() {
     let db = echo_server().await;
     let sidecar = Sidecar::start(&deny_config(app.addr, db)).await;
     // A port no inbound bind has.
-    let tcp = sidecar.connect_inbound(pod(other.addr.port())).await;
-    let resp = exchange(tcp, "agent.ns.svc", "/health").await;
+    let resp = get_inbound(&sidecar, other.addr.port(), "/health").await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
     assert!(
         resp.contains(&format!(
@@ -261,8 +241,7 @@ async fn inbound_default_deny_refuses_http_no_inbound_bind_serves_with_403() {
     );
     assert!(other.received().is_empty());
     // The inbound bind's port still reaches the app through its routes.
-    let tcp = sidecar.connect_inbound(pod(app.addr.port())).await;
-    let resp = exchange(tcp, "agent.ns.svc", "/tasks").await;
+    let resp = get_inbound(&sidecar, app.addr.port(), "/tasks").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(
         app.received().pop().unwrap().headers["x-inbound"],
@@ -330,11 +309,7 @@ async fn inbound_capture_follows_reloads_keeping_open_connections_and_outbound()
     // Turned on by a reload: the listener opens and serves with the bind's policies.
     sidecar.reload(&switch_config(app.addr.port(), true));
     let first = sidecar.inbound_addr(None).await;
-    let tcp = sidecar
-        .connect_to(first, pod(app.addr.port()))
-        .await
-        .unwrap();
-    let resp = exchange(tcp, "agent.ns.svc", "/on").await;
+    let resp = get_inbound_via(&sidecar, first, app.addr.port(), "/on").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let port_header = format!("port-{}", app.addr.port());
     assert_eq!(
@@ -362,22 +337,14 @@ async fn inbound_capture_follows_reloads_keeping_open_connections_and_outbound()
     // by the bind, the old one goes to the app unchanged.
     sidecar.reload(&switch_config(app2.addr.port(), true));
     let again = sidecar.inbound_addr(None).await;
-    let tcp = sidecar
-        .connect_to(again, pod(app2.addr.port()))
-        .await
-        .unwrap();
-    let resp = exchange(tcp, "agent.ns.svc", "/moved").await;
+    let resp = get_inbound_via(&sidecar, again, app2.addr.port(), "/moved").await;
     assert!(resp.contains("x-upstream: app2"), "{resp}");
     let port_header = format!("port-{}", app2.addr.port());
     assert_eq!(
         app2.received().pop().unwrap().headers["x-inbound"],
         port_header
     );
-    let tcp = sidecar
-        .connect_to(again, pod(app.addr.port()))
-        .await
-        .unwrap();
-    let resp = exchange(tcp, "agent.ns.svc", "/old").await;
+    let resp = get_inbound_via(&sidecar, again, app.addr.port(), "/old").await;
     assert!(resp.contains("x-upstream: app\r\n"), "{resp}");
     assert!(
         app.received()

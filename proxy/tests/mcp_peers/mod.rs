@@ -11,6 +11,13 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::support::Proxy;
+use super::support::client::{self, Got};
 use super::support::process::ServerProcess;
 
 fn root() -> PathBuf {
@@ -224,6 +231,14 @@ fn run_client(
         .map_err(|e| format!("client printed no JSON ({e}):\n{stdout}\n{stderr}"))
 }
 
+/// The proxy binary on a free port federating `targets` (name, URL) at `/mcp`: the
+/// running proxy, its port and its MCP URL.
+pub fn gateway(targets: &[(&str, String)]) -> (Proxy, u16, String) {
+    let port = super::support::free_port();
+    let proxy = Proxy::start(&gateway_config(port, targets, ""));
+    (proxy, port, format!("http://127.0.0.1:{port}/mcp"))
+}
+
 /// A proxy config with one route on `port` to an `mcp` backend with `targets` (name, URL)
 /// and extra backend YAML (already indented for the `mcp:` block).
 pub fn gateway_config(port: u16, targets: &[(&str, String)], extra: &str) -> String {
@@ -296,4 +311,74 @@ pub fn gateway_config_yaml(port: u16, t: &str, extra: &str) -> String {
     format!(
         "binds:\n- name: main\n  address: 127.0.0.1\n  port: {port}\n  listeners:\n  - name: http\n    routes:\n    - name: mcp\n      matches:\n      - path: {{ prefix: /mcp }}\n      backends:\n      - backend: tools\nbackends:\n- name: tools\n  mcp:\n    targets:\n{t}{extra}"
     )
+}
+
+/// The tools of FastMCP servers `alpha` and `beta` behind one gateway, as listed.
+pub const ALPHA_BETA_TOOLS: [&str; 8] = [
+    "alpha_add",
+    "alpha_echo",
+    "alpha_pid",
+    "alpha_whoami",
+    "beta_add",
+    "beta_echo",
+    "beta_pid",
+    "beta_whoami",
+];
+
+/// The strings of a JSON array a client printed (tool names, URIs); panics on anything
+/// else.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What a client printed, or a panic with its error and the proxy's log.
+pub fn or_logs<T>(r: Result<T, String>, proxy: &Proxy) -> T {
+    r.unwrap_or_else(|e| panic!("{e}\nproxy log:\n{}", proxy.logs()))
+}
+
+/// A POST of `body` to the gateway's `/mcp` on `port` with the headers a spec-following
+/// client sends, plus `extra`.
+pub async fn post(port: u16, body: &str, extra: &[(&str, &str)]) -> Got {
+    let mut req = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    client::send(
+        &client::http1(),
+        req.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
+    )
+    .await
+}
+
+/// A successful tool call answering `text`, as the clients print a call's result.
+pub fn call_ok(text: &str) -> Value {
+    json!({ "text": [text], "isError": false })
+}
+
+/// Asserts what the `progress` scenario printed for `target`'s `count` tool counting to
+/// `n`: the result, `n` progress notifications carrying the client's own progress token,
+/// and `n` log messages, in order.
+#[track_caller]
+pub fn assert_counted(out: &Value, target: &str, n: u32) {
+    assert_eq!(
+        out["text"],
+        json!([format!("{target} counted to {n}")]),
+        "{out}"
+    );
+    let progress: Vec<Value> = (1..=n)
+        .map(|i| json!({ "progress": f64::from(i), "total": f64::from(n), "message": format!("step {i}") }))
+        .collect();
+    assert_eq!(
+        out["progress"],
+        Value::from(progress),
+        "the client's own progress token came back: {out}"
+    );
+    let logs: Vec<String> = (1..=n).map(|i| format!("{target} step {i}")).collect();
+    assert_eq!(out["logs"], json!(logs), "{out}");
 }

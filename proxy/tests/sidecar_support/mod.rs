@@ -21,7 +21,7 @@ use agentmesh_proxy::listen::capture::{
 };
 use agentmesh_proxy::telemetry::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Original destinations by the client's local port, registered before connecting.
 #[derive(Default)]
@@ -176,4 +176,21 @@ where
         .await
         .expect("response within 10s");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TCP echo server on loopback (an app's non-HTTP port): echoes what it reads until
+/// the client half-closes, then closes its side.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
 }
