@@ -7,14 +7,15 @@ use std::process::ExitCode;
 
 use agentmesh_controller::ads::AdsServer;
 use agentmesh_controller::auth::Auth;
-use agentmesh_controller::{folder, snapshot};
+use agentmesh_controller::folder;
 use clap::{Parser, Subcommand};
 
 /// agentmesh-controller: the agentmesh control plane.
 ///
-/// In folder mode it reads agentmesh resources (the proxy's config format, one config per
-/// file, merged) from a directory, follows changes, and serves them to proxies
-/// (`agentmesh-proxy --xds ADDRESS`) over delta ADS.
+/// In folder mode it reads manifests (the YAML you would `kubectl apply`: Gateway API
+/// objects, Services, Secrets, Pods; and agentmesh's own config documents for standalone
+/// proxies) from a directory, follows changes, translates them, and serves each proxy
+/// (`agentmesh-proxy --xds ADDRESS`) its resources over delta ADS.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -40,9 +41,18 @@ enum Command {
         #[arg(long, default_value = "info", env = "AGENTMESH_LOG")]
         log_level: String,
     },
-    /// Print the resources a folder translates to, as served (JSON, by resource name).
+    /// Print what a folder translates to: the resources each gateway (and standalone
+    /// proxy) is served, by resource name, and the status of every object (JSON).
     Translate {
-        /// The folder of config files.
+        /// The folder of manifests.
+        #[arg(short = 'f', long = "folder", value_name = "DIR")]
+        folder: PathBuf,
+    },
+    /// Print the status conditions of every object of a folder (the conditions the
+    /// controller writes to the Kubernetes API in Kubernetes mode). Exits 1 when any
+    /// condition is False.
+    Status {
+        /// The folder of manifests.
         #[arg(short = 'f', long = "folder", value_name = "DIR")]
         folder: PathBuf,
     },
@@ -51,13 +61,30 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Translate { folder: dir } => match folder::load(&dir) {
-            Ok(resources) => {
-                let json = snapshot::resources_json(&resources);
+            Ok(catalog) => {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&json).unwrap_or_default()
+                    serde_json::to_string_pretty(&catalog.to_json()).unwrap_or_default()
                 );
                 ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { folder: dir } => match folder::load(&dir) {
+            Ok(catalog) => {
+                let status = &catalog.translation.status;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status.to_json()).unwrap_or_default()
+                );
+                if status.has_problems() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");
