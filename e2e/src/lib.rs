@@ -397,18 +397,21 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
-/// Path of a workspace binary built by cargo (`target/debug/<name>`), building it when
-/// it is missing.
+/// Path of a workspace binary built by cargo (`target/debug/<name>`), built (or found
+/// up to date) once per test process, so a test never runs a stale binary.
 pub fn binary(name: &str) -> Result<PathBuf> {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let path = target.join("debug").join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         run(Command::new(env!("CARGO"))
             .current_dir(&root)
-            .args(["build", "--bin", name]))?;
+            .args(["build", "-q", "--bin", name]))?;
+        built.push(name.to_string());
     }
     Ok(path)
 }

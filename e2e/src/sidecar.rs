@@ -347,32 +347,48 @@ impl Sidecar {
     /// Starts the proxy with `config` and the contract's loopback ports, and waits until
     /// `/healthz/ready` answers 200.
     pub fn start(pod: &Pod, config: &Path, scratch: &Scratch) -> Result<Sidecar> {
-        let bin = binary("agentmesh-proxy")?.display().to_string();
         let config = config.display().to_string();
-        let cmd = pod.ns.command_as(
-            PROXY_UID,
-            PROXY_UID,
-            &[
-                &bin,
-                "--mode",
-                "sidecar",
-                "--config",
-                &config,
-                "--no-watch",
-                "--admin-addr",
-                ADMIN_ADDR,
-                "--metrics-addr",
-                METRICS_ADDR,
-                "--ready-addr",
-                READY_ADDR,
-                "--log-level",
-                "info,agentmesh_proxy=debug",
-            ],
-        );
+        Self::spawn(pod, &["--config", &config, "--no-watch"], scratch)?.wait_ready(pod)
+    }
+
+    /// Starts the proxy as UID 1501 with `source` (the flags saying where its config
+    /// comes from: `--config FILE`, or `--xds ADDRESS` and its companions) and the
+    /// contract's loopback ports, and waits until it serves its readiness port, ready or
+    /// not (it captures from then on).
+    pub fn spawn(pod: &Pod, source: &[&str], scratch: &Scratch) -> Result<Sidecar> {
+        let bin = binary("agentmesh-proxy")?.display().to_string();
+        let mut argv = vec![bin.as_str(), "--mode", "sidecar"];
+        argv.extend_from_slice(source);
+        argv.extend_from_slice(&[
+            "--admin-addr",
+            ADMIN_ADDR,
+            "--metrics-addr",
+            METRICS_ADDR,
+            "--ready-addr",
+            READY_ADDR,
+            "--log-level",
+            "info,agentmesh_proxy=debug",
+        ]);
+        let cmd = pod.ns.command_as(PROXY_UID, PROXY_UID, &argv);
         let log = scratch.path(&format!("{}-sidecar.log", pod.name));
         let daemon = Daemon::spawn(&format!("{} sidecar", pod.name), cmd, &log)?;
         let url = format!("http://{READY_ADDR}/healthz/ready");
         let daemon = wait_until(daemon, |_| {
+            // Any HTTP status: 503 until the first config, 200 after.
+            let out = exec_as(
+                pod,
+                APP_UID,
+                &["curl", "-s", "-o", "/dev/null", "--max-time", "1", &url],
+            );
+            out.status.success()
+        })?;
+        Ok(Sidecar { daemon })
+    }
+
+    /// Waits until `/healthz/ready` answers 200 (the first config is applied).
+    pub fn wait_ready(self, pod: &Pod) -> Result<Sidecar> {
+        let url = format!("http://{READY_ADDR}/healthz/ready");
+        let daemon = wait_until(self.daemon, |_| {
             let out = exec_as(
                 pod,
                 APP_UID,
@@ -402,6 +418,41 @@ impl Sidecar {
     pub fn alive(&mut self) -> bool {
         self.daemon.alive()
     }
+}
+
+/// The control plane's xDS port (DESIGN.md "Contracts").
+pub const XDS_PORT: u16 = 16010;
+
+/// Starts `agentmesh-controller serve` in `pod` as `nobody`, serving the config files of
+/// `folder` over delta xDS on every address of the pod (port [`XDS_PORT`]) to proxies
+/// presenting the token in `token_file`, and waits until it listens.
+pub fn start_controller(
+    pod: &Pod,
+    folder: &Path,
+    token_file: &Path,
+    scratch: &Scratch,
+) -> Result<Daemon> {
+    let bin = binary("agentmesh-controller")?.display().to_string();
+    let folder = folder.display().to_string();
+    let token_file = token_file.display().to_string();
+    let addr = format!("[::]:{XDS_PORT}");
+    let cmd = pod.ns.command_as(
+        SERVER_UID,
+        SERVER_UID,
+        &[
+            &bin,
+            "serve",
+            "--folder",
+            &folder,
+            "--xds-addr",
+            &addr,
+            "--token-file",
+            &token_file,
+        ],
+    );
+    let log = scratch.path(&format!("{}-controller.log", pod.name));
+    let daemon = Daemon::spawn(&format!("{} controller", pod.name), cmd, &log)?;
+    wait_until(daemon, |d| d.logs().contains("xDS server listening"))
 }
 
 /// The value of one Prometheus sample (`name{labels}` exactly as exposed), or 0.

@@ -75,6 +75,8 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
     let (api6, tcp6) = (cluster.pod("api").ipv6, cluster.pod("tcp").ipv6);
     ok(cluster.add_host("api6", IpAddr::V6(api6)));
     ok(cluster.add_host("tcp6", IpAddr::V6(tcp6)));
+    // The LLM provider by its IPv6 address only (its certificate names `llm6` too).
+    ok(cluster.add_host("llm6", IpAddr::V6(cluster.pod("llm").ipv6)));
     let agent = cluster.pod("agent");
 
     let _api = ok(sidecar::start_upstreams(
@@ -246,15 +248,16 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
     // The agent trusts the mesh CA (SSL_CERT_FILE, as the injector sets it) and calls
     // https://llm/v1; the sidecar decrypts, adds its header, re-encrypts to the provider.
     let llm_client = fixture("llm_client.py").display().to_string();
-    let trusting = |ca: &str| {
+    let trusting_at = |ca: &str, base_url: &str| {
         let ssl_cert_file = format!("SSL_CERT_FILE={}", fixture(ca).display());
         python(
             agent,
             APP_UID,
             "env",
-            &[&ssl_cert_file, &llm_py, &llm_client, "https://llm/v1"],
+            &[&ssl_cert_file, &llm_py, &llm_client, base_url],
         )
     };
+    let trusting = |ca: &str| trusting_at(ca, "https://llm/v1");
     let answer = trusting("certs/mesh-ca.crt");
     assert!(
         answer.starts_with(&format!(r#"{{"content": "{LLM_REPLY}", "total_tokens": "#))
@@ -285,6 +288,35 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
             .matches("POST /v1/chat/completions")
             .count(),
         1
+    );
+    // The same over IPv6: `llm6` resolves to the provider's IPv6 address only, ip6tables
+    // captures the call, the sidecar mints a leaf for `llm6` and re-encrypts to the
+    // provider's IPv6 address, where the provider sees the call come from the agent's.
+    let answer = trusting_at("certs/mesh-ca.crt", "https://llm6/v1");
+    assert!(
+        answer.starts_with(&format!(r#"{{"content": "{LLM_REPLY}", "total_tokens": "#))
+            && !answer.contains("null"),
+        "the completion must come back through the sidecar over IPv6: {answer}\nsidecar log:\n{}\nllm front log:\n{}",
+        proxy_logs(&proxy),
+        llm.front.logs()
+    );
+    let seen = llm.front.logs();
+    assert_eq!(
+        seen.matches("POST /v1/chat/completions HTTP/1.1").count(),
+        2,
+        "{seen}"
+    );
+    let over_v6 = format!("request from {}:", agent.ipv6);
+    let v6_request = seen
+        .lines()
+        .filter(|l| l.contains(&over_v6))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        v6_request.contains("POST /v1/chat/completions")
+            && v6_request.contains("x-agentmesh-sidecar: injected")
+            && v6_request.contains("host: llm6"),
+        "the provider must get the IPv6 call decrypted by the sidecar, with its header:\n{seen}"
     );
 
     // --- opaque TCP and server-speaks-first, allowed by an egress rule ----------------
@@ -333,14 +365,15 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
     assert!(conns("http1") >= 7.0, "{m}");
     assert_eq!(conns("opaque"), 2.0, "{m}");
     assert_eq!(conns("server_first"), 2.0, "{m}");
-    // The two LLM calls: TLS, intercepted, one leaf minted for `llm` then reused.
-    assert_eq!(conns("tls"), 2.0, "{m}");
+    // The three LLM calls: TLS, intercepted; one leaf minted for `llm` (then reused) and
+    // one for `llm6`.
+    assert_eq!(conns("tls"), 3.0, "{m}");
     assert_eq!(
         metric(
             &m,
             "agentmesh_outbound_tls_connections_total{mode=\"intercept\"}"
         ),
-        2.0,
+        3.0,
         "{m}"
     );
     assert_eq!(
@@ -348,7 +381,7 @@ fn unmodified_agent_traffic_is_captured_and_governed_by_the_sidecar() {
             &m,
             "agentmesh_mesh_ca_leaf_certificates_total{result=\"minted\"}"
         ),
-        1.0,
+        2.0,
         "{m}"
     );
     assert_eq!(

@@ -17,7 +17,7 @@ use crate::admin::{self, AdminState, Readiness};
 use crate::config::{self, CompileContext, ConfigError, Store};
 use crate::http::upstream::{ConnectionObserver, UpstreamPool};
 use crate::listen::Listeners;
-use crate::listen::capture::{CaptureOptions, InboundCapture, OutboundCapture, SoOriginalDst};
+use crate::listen::capture::{CaptureOptions, InboundSwitch, OutboundCapture, SoOriginalDst};
 use crate::telemetry::{LogControl, Metrics};
 
 /// Everything `run` needs, from the command line.
@@ -97,8 +97,9 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     let metrics = Metrics::new();
     let ctx = compile_context(&metrics);
     let config = match &opts.xds {
-        // Nothing to serve until the controller sends the first complete config.
-        Some(_) => config::compile(config::file::Resources::default(), &ctx)?,
+        // Nothing to serve until the controller sends the first complete config; a sidecar
+        // refuses what it captures meanwhile rather than let it through ungoverned.
+        Some(_) => config::compile(waiting_for_xds(opts.sidecar.is_some()), &ctx)?,
         None => {
             let config = config::load_file(&opts.config, &ctx)?;
             metrics.record_config_reload("file", true);
@@ -115,11 +116,10 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
         Some(sidecar) => Some(start_capture(&opts, sidecar, &store, &metrics, &listeners).await?),
         None => None,
     };
+    // Open while the config enables inbound capture, following reloads.
     let _inbound = match &opts.sidecar {
-        Some(sidecar) if store.load().sidecar.inbound_enabled => {
-            Some(start_inbound(&opts, sidecar, &store, &metrics, &listeners).await?)
-        }
-        _ => None,
+        Some(sidecar) => Some(start_inbound(&opts, sidecar, &store, &metrics, &listeners).await?),
+        None => None,
     };
 
     let readiness = Readiness::new();
@@ -197,6 +197,20 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The config served until the controller's first one arrives: nothing, and in sidecar
+/// mode an outbound default of DENY, so captured traffic is refused (HTTP 403, TCP
+/// reset; counted and logged) until the pod's real policy is known.
+fn waiting_for_xds(sidecar: bool) -> config::file::Resources {
+    use agentmesh_proto::config::v1::{OutboundAction, SidecarSettings};
+    config::file::Resources {
+        sidecar: sidecar.then(|| SidecarSettings {
+            outbound_default: OutboundAction::Deny as i32,
+            ..SidecarSettings::default()
+        }),
+        ..config::file::Resources::default()
+    }
+}
+
 /// Starts the sidecar's outbound capture listener.
 async fn start_capture(
     opts: &Options,
@@ -222,15 +236,16 @@ async fn start_capture(
         .map_err(|e| StartError::Listen(e.to_string()))
 }
 
-/// Starts the sidecar's inbound capture listener. Its loop guard knows the outbound
-/// capture ports too: an inbound connection to one of them would come back in.
+/// Starts following `sidecar.inbound.enabled`: the inbound capture listener is open
+/// while the config enables it. Its loop guard knows the outbound capture ports too: an
+/// inbound connection to one of them would come back in.
 async fn start_inbound(
     opts: &Options,
     sidecar: &SidecarOptions,
     store: &Arc<Store>,
     metrics: &Arc<Metrics>,
     listeners: &Arc<Listeners>,
-) -> Result<InboundCapture, StartError> {
+) -> Result<InboundSwitch, StartError> {
     let own_ports = [opts.admin_addr, opts.metrics_addr, opts.ready_addr]
         .into_iter()
         .flatten()
@@ -243,7 +258,7 @@ async fn start_inbound(
         orig_dst: Arc::new(SoOriginalDst),
         observer: Some(connection_observer(metrics)),
     };
-    InboundCapture::start(capture, store.clone(), metrics.clone(), listeners.clone())
+    InboundSwitch::start(capture, store.clone(), metrics.clone(), listeners.clone())
         .await
         .map_err(|e| StartError::Listen(e.to_string()))
 }

@@ -42,7 +42,9 @@ enum Mode {
     Standalone,
     /// Standalone, plus transparent capture of the pod's outbound traffic redirected by
     /// iptables to `--outbound-addr` (run the proxy as UID 1501, which the rules let
-    /// through). Configuration still comes from `--config` until xDS arrives.
+    /// through). Configuration from `--config`, or from the controller with `--xds`
+    /// (capture settings, outbound default, egress TLS and routes alike); until the first
+    /// config arrives, captured traffic is refused.
     Sidecar,
 }
 
@@ -73,7 +75,9 @@ struct RunArgs {
     )]
     xds_token_file: Option<PathBuf>,
     /// With `--xds`: the node id, `standalone~<ip>~<name>` (or `gateway~…`, `sidecar~…`).
-    /// Defaults to `standalone~127.0.0.1~<hostname>`.
+    /// Defaults to `standalone~127.0.0.1~<hostname>`; in sidecar mode to
+    /// `sidecar~$POD_IP~$POD_NAME.$POD_NAMESPACE` (the downward API), each part falling
+    /// back to 127.0.0.1, the hostname and `default`.
     #[arg(
         long,
         env = "AGENTMESH_XDS_NODE_ID",
@@ -122,8 +126,8 @@ struct RunArgs {
     )]
     outbound_addr: Vec<SocketAddr>,
     /// Sidecar mode: addresses of the inbound capture listener, where iptables redirects
-    /// connections to the pod's ports. Served only when the config sets
-    /// `sidecar.inbound.enabled`.
+    /// connections to the pod's ports. Open while the config sets
+    /// `sidecar.inbound.enabled` (followed on reload).
     #[arg(
         long,
         value_delimiter = ',',
@@ -205,15 +209,12 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let mode = args.mode;
     let xds = args.xds.map(|address| config::xds::XdsOptions {
         address,
-        node_id: args.xds_node_id.unwrap_or_else(default_node_id),
+        node_id: args.xds_node_id.unwrap_or_else(|| default_node_id(mode)),
         token_file: args.xds_token_file,
     });
-    if xds.is_some() && args.mode != Mode::Standalone {
-        eprintln!("error: --xds works in standalone mode only for now");
-        return ExitCode::from(2);
-    }
     let Some(config) = args.config.or_else(|| xds.as_ref().map(|_| PathBuf::new())) else {
         eprintln!(
             "error: --config FILE (or --xds ADDRESS) is required to run the proxy (see --help)"
@@ -275,14 +276,25 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// `standalone~127.0.0.1~<hostname>`: enough to tell proxies apart in the controller's
-/// logs in folder mode.
-fn default_node_id() -> String {
-    let name = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|| "proxy".into());
-    format!("standalone~127.0.0.1~{name}")
+/// Standalone: `standalone~127.0.0.1~<hostname>`, enough to tell proxies apart in the
+/// controller's logs in folder mode. Sidecar: `sidecar~<pod IP>~<pod>.<namespace>` from
+/// the downward API variables the injector sets.
+fn default_node_id(mode: Mode) -> String {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let hostname = || {
+        env("HOSTNAME")
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "proxy".into())
+    };
+    match mode {
+        Mode::Standalone => format!("standalone~127.0.0.1~{}", hostname()),
+        Mode::Sidecar => format!(
+            "sidecar~{}~{}.{}",
+            env("POD_IP").unwrap_or_else(|| "127.0.0.1".into()),
+            env("POD_NAME").unwrap_or_else(hostname),
+            env("POD_NAMESPACE").unwrap_or_else(|| "default".into()),
+        ),
+    }
 }

@@ -126,17 +126,55 @@ sidecar:
   - { name: tcp-services, addresses: [198.18.0.2/32], ports: [9000, 2525], action: ALLOW }
 "#;
 
+/// A long-lived client of the TCP echo service (run as root: captured). It opens one
+/// connection, echoes `before`, prints `open before`, then follows one command from
+/// stdin: `continue` echoes `after` on the same connection, prints `after after` and
+/// closes; `wait` waits for the other side to close the connection and prints `closed`.
+const TUNNEL_CLIENT_PY: &str = r#"
+import socket, sys
+s = socket.create_connection(("198.18.0.2", 9000), timeout=60)
+def echo(msg):
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return got.decode()
+print("open", echo(b"before"), flush=True)
+cmd = sys.stdin.readline().strip()
+if cmd == "continue":
+    print("after", echo(b"after"), flush=True)
+    s.close()
+elif cmd == "wait":
+    try:
+        d = s.recv(64)
+        print("closed" if d == b"" else f"got {d!r}", flush=True)
+    except ConnectionResetError:
+        print("closed", flush=True)
+    except socket.timeout:
+        print("still open", flush=True)
+"#;
+
 /// A network namespace with capture rules, the upstreams and the sidecar; removed on drop.
 struct Pod {
     ns: String,
     dir: tempfile::TempDir,
     children: Vec<Child>,
+    sidecar: Option<Child>,
 }
 
 impl Pod {
     fn start() -> Pod {
+        Self::start_with("main", &[])
+    }
+
+    /// A pod whose namespace name ends in `tag` (tests run in parallel), with `args`
+    /// added to the sidecar's command line.
+    fn start_with(tag: &str, args: &[&str]) -> Pod {
         require_tools();
-        let ns = format!("am-sidecar-{}", std::process::id());
+        let ns = format!("am-sidecar-{}-{tag}", std::process::id());
         // A namespace left over from a killed run of this process id.
         let _ = Command::new("ip")
             .args(["netns", "del", &ns])
@@ -148,6 +186,7 @@ impl Pod {
             ns,
             dir,
             children: Vec::new(),
+            sidecar: None,
         };
         for cmd in [
             "ip link set lo up",
@@ -166,7 +205,7 @@ impl Pod {
             pod.exec_ok(&cmd.split(' ').collect::<Vec<_>>());
         }
         pod.start_upstreams();
-        pod.start_sidecar();
+        pod.start_sidecar(args);
         pod
     }
 
@@ -190,7 +229,7 @@ impl Pod {
         assert_eq!(line.trim(), "ready", "upstream servers did not start");
     }
 
-    fn start_sidecar(&mut self) {
+    fn start_sidecar(&mut self, args: &[&str]) {
         let config = self.write("config.yaml", CONFIG);
         let log = std::fs::File::create(self.dir.path().join("proxy.log")).unwrap();
         let bin = env!("CARGO_BIN_EXE_agentmesh-proxy");
@@ -208,11 +247,13 @@ impl Pod {
                 "--log-level",
                 "info,agentmesh_proxy=debug",
             ])
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        self.children.push(child);
+        // `ip netns exec` and `setpriv` exec the proxy: this is its process.
+        self.sidecar = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let out = self.exec(&[
@@ -288,10 +329,82 @@ impl Pod {
     fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
+
+    fn sigterm_sidecar(&self) {
+        let pid = self.sidecar.as_ref().unwrap().id().to_string();
+        run("kill", &["-TERM", &pid]);
+    }
+
+    /// The sidecar's exit status once it has exited, waiting at most `limit`.
+    fn sidecar_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.sidecar.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the long-lived echo client ([`TUNNEL_CLIENT_PY`]) and waits for its
+    /// `open before` line; returns it with its stdin and a reader of its stdout.
+    fn tunnel_client(&mut self) -> (std::process::ChildStdin, std::sync::mpsc::Receiver<String>) {
+        let path = self.write("tunnel.py", TUNNEL_CLIENT_PY);
+        let mut child = self
+            .command(&["timeout", "120", "/usr/bin/python3", &path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        self.children.push(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        assert_eq!(first, "open before", "log:\n{}", self.logs());
+        (stdin, rx)
+    }
+
+    /// Waits (at most 20 s) until a captured connection is refused: the sidecar has
+    /// stopped accepting. curl's exit code 7 is "failed to connect".
+    fn wait_until_refusing(&self) {
+        let refused = || {
+            self.exec(&["curl", "-s", "--max-time", "2", "http://198.18.0.2:8080/"])
+                .status
+                .code()
+                == Some(7)
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !refused() {
+            assert!(
+                Instant::now() < deadline,
+                "the sidecar still accepts after SIGTERM; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Pod {
     fn drop(&mut self) {
+        if let Some(c) = &mut self.sidecar {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
@@ -425,4 +538,59 @@ fn unmodified_clients_in_the_pod_are_governed_by_the_sidecar() {
         "{m}"
     );
     assert!(pod.logs().contains("outbound HTTP request denied"));
+}
+
+#[test]
+fn on_sigterm_an_open_tcp_tunnel_runs_until_it_closes_then_the_sidecar_exits() {
+    // A deadline far beyond the test's waits: an exit within them is the drain noticing
+    // that the last tunnel closed, not the deadline.
+    let mut pod = Pod::start_with("drain", &["--drain-timeout", "10m"]);
+    let (mut stdin, lines) = pod.tunnel_client();
+    pod.sigterm_sidecar();
+    pod.wait_until_refusing();
+    assert!(
+        pod.sidecar_exit(Duration::ZERO).is_none(),
+        "the sidecar exited with a tunnel open; log:\n{}",
+        pod.logs()
+    );
+    // The tunnel still carries bytes both ways after SIGTERM.
+    use std::io::Write;
+    stdin.write_all(b"continue\n").unwrap();
+    let line = lines
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_default();
+    assert_eq!(line, "after after", "log:\n{}", pod.logs());
+    // The client closed its tunnel: nothing is left, the sidecar exits cleanly.
+    let status = pod.sidecar_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; log:\n{}",
+        pod.logs()
+    );
+    assert!(pod.logs().contains("drained"), "{}", pod.logs());
+}
+
+#[test]
+fn at_the_drain_deadline_open_tcp_tunnels_are_closed() {
+    let mut pod = Pod::start_with("deadline", &["--drain-timeout", "1s"]);
+    let (mut stdin, lines) = pod.tunnel_client();
+    use std::io::Write;
+    stdin.write_all(b"wait\n").unwrap();
+    pod.sigterm_sidecar();
+    // The echo server never closes on its own: only the sidecar can end the tunnel.
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_default();
+    assert_eq!(line, "closed", "log:\n{}", pod.logs());
+    let status = pod.sidecar_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; log:\n{}",
+        pod.logs()
+    );
+    assert!(
+        pod.logs().contains("drain deadline passed"),
+        "{}",
+        pod.logs()
+    );
 }

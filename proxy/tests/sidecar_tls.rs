@@ -382,3 +382,105 @@ async fn an_intercepted_route_without_backends_is_re_encrypted_to_the_real_serve
         1.0
     );
 }
+
+/// Sends one keep-alive `GET path` on `io` and returns the response head and body.
+async fn keep_alive_get<IO>(io: &mut IO, path: &str) -> String
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    io.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = io.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10s")
+}
+
+/// Allowed TLS passed through untouched (no rule intercepts, the default allows).
+fn passthrough_config() -> String {
+    "sidecar:\n  outboundDefault: ALLOW\n".to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_waits_for_a_passed_through_tls_tunnel_until_it_closes() {
+    let w = world().await;
+    let sidecar = Sidecar::start(&passthrough_config()).await;
+    // The app sees the real server's certificate: the TLS is passed through.
+    let mut tls = app_tls(&sidecar, w.front, "api.test", &w.upstream_ca, &["http/1.1"]).await;
+    let resp = keep_alive_get(&mut tls, "/one").await;
+    assert!(resp.contains("x-upstream: real-api"), "{resp}");
+
+    let listeners = sidecar.listeners.clone();
+    let drain = tokio::spawn(async move { listeners.drain(Duration::from_secs(600)).await });
+    // New captured connections are refused once the drain starts...
+    let capture = sidecar.capture.local_addrs()[0];
+    let mut refused = false;
+    for _ in 0..500 {
+        if TcpStream::connect(capture).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the capture listener still accepts while draining");
+    // ...while the open tunnel keeps working, and the drain waits for it.
+    let resp = keep_alive_get(&mut tls, "/two").await;
+    assert!(resp.contains("x-upstream: real-api"), "{resp}");
+    assert!(
+        !drain.is_finished(),
+        "the drain must wait for the open tunnel"
+    );
+    assert_eq!(w.upstream.count("/two"), 1);
+    // The app closes it: the drain ends with nothing left open.
+    drop(tls);
+    let left = tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .expect("the drain ends once the tunnel closed")
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_drain_deadline_a_passed_through_tls_tunnel_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let w = world().await;
+    let sidecar = Sidecar::start(&passthrough_config()).await;
+    let mut tls = app_tls(&sidecar, w.front, "api.test", &w.upstream_ca, &["http/1.1"]).await;
+    let resp = keep_alive_get(&mut tls, "/one").await;
+    assert!(resp.contains("x-upstream: real-api"), "{resp}");
+    let left = sidecar.listeners.drain(Duration::from_millis(200)).await;
+    assert_eq!(left, 1, "the open tunnel is still open at the deadline");
+    // The tunnel is cut: the app's next read ends instead of waiting for the server.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("the tunnel is closed within 10s of the deadline");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

@@ -44,10 +44,12 @@ pub struct Sidecar {
     pub egress: Vec<EgressRule>,
     /// The CA minting intercepted TLS's leaves; set when configured.
     pub mesh_ca: Option<Arc<MeshCa>>,
-    /// Whether the inbound capture listener is served (read at startup).
+    /// Whether the inbound capture listener is served (followed on reload).
     pub inbound_enabled: bool,
     /// Keys of the binds that serve captured inbound HTTP and are never opened as sockets.
     pub inbound_binds: Vec<String>,
+    /// What happens to inbound traffic no inbound bind serves.
+    pub inbound_default: OutboundAction,
 }
 
 impl Default for Sidecar {
@@ -60,6 +62,7 @@ impl Default for Sidecar {
             mesh_ca: None,
             inbound_enabled: false,
             inbound_binds: Vec::new(),
+            inbound_default: OutboundAction::Allow,
         }
     }
 }
@@ -133,6 +136,13 @@ impl Sidecar {
     /// [`outbound_bind`](Self::outbound_bind) does among the inbound binds.
     pub fn inbound_bind<'c>(&self, config: &'c Config, dst: SocketAddr) -> Option<&'c Arc<Bind>> {
         bind_for(&self.inbound_binds, config, dst)
+    }
+
+    /// Whether a captured inbound connection to `dst` that is not HTTP (TLS, opaque TCP)
+    /// goes to the app: always under an `ALLOW` inbound default, else only when an
+    /// inbound bind has `dst`'s port (and address, unless unspecified).
+    pub fn inbound_port_allowed(&self, config: &Config, dst: SocketAddr) -> bool {
+        self.inbound_default == OutboundAction::Allow || self.inbound_bind(config, dst).is_some()
     }
 
     /// Decides traffic no outbound bind serves: the first egress rule matching `name`
@@ -272,6 +282,13 @@ pub fn compile(
         );
         OutboundAction::Allow
     });
+    let inbound_default = action(s.inbound_default).unwrap_or_else(|| {
+        push(
+            "inboundDefault".into(),
+            format!("unknown value {}", s.inbound_default),
+        );
+        OutboundAction::Allow
+    });
     let protocol_detect_timeout = match &s.protocol_detect_timeout {
         None => DEFAULT_DETECT_TIMEOUT,
         Some(d) => match Duration::try_from(*d) {
@@ -352,6 +369,7 @@ pub fn compile(
         mesh_ca,
         inbound_enabled: s.inbound.as_ref().is_some_and(|i| i.enabled),
         inbound_binds: s.inbound_binds.clone(),
+        inbound_default,
     })
 }
 

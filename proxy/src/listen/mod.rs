@@ -44,12 +44,31 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Counts live connections and tells them to drain.
+/// Counts live connections and tells them to drain, then (at the deadline) to close.
 #[derive(Debug)]
 struct Drain {
     signal: watch::Sender<bool>,
+    /// Turns true when the drain deadline passes: tunnels still open close then.
+    closing: watch::Sender<bool>,
     active: AtomicUsize,
     idle: Notify,
+}
+
+/// A byte tunnel (opaque TCP, passed-through TLS, anything the proxy forwards without
+/// reading) counted as a live connection while it exists: a drain waits for it to end
+/// on its own, and when the drain deadline passes, [`Tunnel::closing`] resolves so the
+/// tunnel can close both sides.
+pub struct Tunnel {
+    _live: Live,
+    closing: watch::Receiver<bool>,
+}
+
+impl Tunnel {
+    /// Resolves when the drain deadline has passed and the tunnel must close.
+    pub async fn closing(&mut self) {
+        // The sender lives as long as the drain state this tunnel holds.
+        let _ = self.closing.wait_for(|c| *c).await;
+    }
 }
 
 /// Decrements the live-connection count when a connection ends.
@@ -153,6 +172,7 @@ impl Listeners {
             metrics,
             drain: Arc::new(Drain {
                 signal: watch::channel(false).0,
+                closing: watch::channel(false).0,
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
@@ -261,11 +281,22 @@ impl Listeners {
         HttpService::new(self.store.clone(), self.metrics.clone(), ctx.clone())
     }
 
+    /// Counts a byte tunnel as a live connection until the returned guard drops (see
+    /// [`Tunnel`]).
+    pub fn tunnel(&self) -> Tunnel {
+        self.drain.active.fetch_add(1, Ordering::AcqRel);
+        Tunnel {
+            _live: Live(self.drain.clone()),
+            closing: self.drain.closing.subscribe(),
+        }
+    }
+
     /// Stops accepting on every bind, asks live connections to finish their in-flight
     /// requests and close, and waits up to `deadline`. Upgraded connections (WebSocket
-    /// tunnels) cannot be asked to close, so they are waited for until they end or the
-    /// deadline passes. Returns the number of connections
-    /// still open when the deadline passed.
+    /// tunnels) and byte tunnels ([`Tunnel`]: the sidecar's opaque TCP and passed-through
+    /// TLS) cannot be asked to close, so they are waited for until they end or the
+    /// deadline passes; at the deadline byte tunnels are told to close. Returns the
+    /// number of connections still open when the deadline passed.
     pub async fn drain(&self, deadline: Duration) -> usize {
         let binds: Vec<BindTask> = self
             .binds
@@ -289,7 +320,11 @@ impl Listeners {
             }
         };
         let _ = tokio::time::timeout(deadline, wait).await;
-        self.drain.active.load(Ordering::Acquire)
+        let left = self.drain.active.load(Ordering::Acquire);
+        if left > 0 {
+            self.drain.closing.send_replace(true);
+        }
+        left
     }
 
     async fn accept_loop(

@@ -1,6 +1,6 @@
 //! Metrics of the sidecar's transparent capture: captured connections by detected
 //! protocol (outbound and inbound), connections and requests refused by the outbound
-//! policy, connections refused because they would loop back into the proxy, TLS
+//! policy or the inbound default, connections refused because they would loop back into the proxy, TLS
 //! connections by egress mode, requests whose TLS the proxy originated, and the mesh CA's
 //! minted and cached leaf certificates.
 //!
@@ -93,6 +93,7 @@ pub struct SidecarMetrics {
     leaf_certs: Family<ResultLabelSet, Counter>,
     inbound_connections: Family<ProtocolLabelSet, Counter>,
     inbound_loops: Counter,
+    inbound_denied: Family<ProtocolLabelSet, Counter>,
 }
 
 impl SidecarMetrics {
@@ -138,6 +139,11 @@ impl SidecarMetrics {
             "inbound_loop_refused",
             "Captured inbound connections refused because their destination is one of the proxy's own ports",
             m.inbound_loops.clone(),
+        );
+        registry.register(
+            "inbound_denied",
+            "Captured inbound connections (TLS, opaque TCP) and HTTP requests refused by the sidecar's inbound default, by protocol",
+            m.inbound_denied.clone(),
         );
         m
     }
@@ -202,5 +208,14 @@ impl SidecarMetrics {
     /// Counts one inbound connection refused as a loop.
     pub fn inbound_loop_refused(&self) {
         self.inbound_loops.inc();
+    }
+
+    /// Counts one inbound connection or HTTP request refused by the inbound default.
+    pub fn inbound_denied(&self, protocol: CapturedProtocol) {
+        self.inbound_denied
+            .get_or_create(&ProtocolLabelSet {
+                protocol: protocol.as_str(),
+            })
+            .inc();
     }
 }

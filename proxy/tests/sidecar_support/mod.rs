@@ -17,7 +17,7 @@ use agentmesh_proxy::app;
 use agentmesh_proxy::config::{self, Store, file};
 use agentmesh_proxy::listen::Listeners;
 use agentmesh_proxy::listen::capture::{
-    CaptureOptions, InboundCapture, OrigDstSource, OutboundCapture,
+    CaptureOptions, InboundSwitch, OrigDstSource, OutboundCapture,
 };
 use agentmesh_proxy::telemetry::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,11 +41,12 @@ impl OrigDstSource for FakeOrigDst {
 /// An in-process sidecar: config, capture listeners, metrics.
 pub struct Sidecar {
     pub capture: OutboundCapture,
-    pub inbound: Option<InboundCapture>,
+    /// Open while the config enables inbound capture (follows [`Sidecar::reload`]).
+    pub inbound: InboundSwitch,
     pub dsts: Arc<FakeOrigDst>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<Store>,
-    _listeners: Arc<Listeners>,
+    pub listeners: Arc<Listeners>,
 }
 
 impl Sidecar {
@@ -53,9 +54,7 @@ impl Sidecar {
     /// config enables it.
     pub async fn start(yaml: &str) -> Sidecar {
         let metrics = Metrics::new();
-        let ctx = app::compile_context(&metrics);
-        let parsed = file::parse(yaml, false).unwrap();
-        let config = config::compile(file::flatten(parsed), &ctx).unwrap();
+        let config = compile(yaml, &metrics);
         let store = Store::new(config);
         let listeners = Listeners::new(store.clone(), metrics.clone());
         assert!(listeners.reconcile(&store.load()).await.is_empty());
@@ -70,23 +69,48 @@ impl Sidecar {
             OutboundCapture::start(opts(), store.clone(), metrics.clone(), listeners.clone())
                 .await
                 .unwrap();
-        let inbound = if store.load().sidecar.inbound_enabled {
-            Some(
-                InboundCapture::start(opts(), store.clone(), metrics.clone(), listeners.clone())
-                    .await
-                    .unwrap(),
-            )
-        } else {
-            None
-        };
+        let inbound =
+            InboundSwitch::start(opts(), store.clone(), metrics.clone(), listeners.clone())
+                .await
+                .unwrap();
         Sidecar {
             capture,
             inbound,
             dsts,
             metrics,
             store,
-            _listeners: listeners,
+            listeners,
         }
+    }
+
+    /// Installs the config compiled from `yaml`, as a file reload does.
+    pub fn reload(&self, yaml: &str) {
+        self.store.replace(compile(yaml, &self.metrics));
+    }
+
+    /// The inbound listener's address, waiting (at most 10 s) for it to be open, or to
+    /// be open on another address than `not` (a listener reopened on port 0).
+    pub async fn inbound_addr(&self, not: Option<SocketAddr>) -> SocketAddr {
+        for _ in 0..500 {
+            if let Some(a) = self.inbound.local_addrs().first()
+                && Some(*a) != not
+            {
+                return *a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the inbound capture listener did not open within 10s");
+    }
+
+    /// Waits (at most 10 s) until the inbound listener is closed.
+    pub async fn inbound_closed(&self) {
+        for _ in 0..500 {
+            if self.inbound.local_addrs().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the inbound capture listener did not close within 10s");
     }
 
     /// Connects to the capture listener as an app connecting to `dst` would be.
@@ -107,11 +131,11 @@ impl Sidecar {
 
     /// As `connect_inbound`; a refused connection may be reset before it returns.
     pub async fn try_connect_inbound(&self, dst: SocketAddr) -> io::Result<TcpStream> {
-        let inbound = self.inbound.as_ref().expect("inbound capture is enabled");
-        self.connect_to(inbound.local_addrs()[0], dst).await
+        let listener = self.inbound_addr(None).await;
+        self.connect_to(listener, dst).await
     }
 
-    async fn connect_to(&self, listener: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+    pub async fn connect_to(&self, listener: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
         let socket = TcpSocket::new_v4()?;
         socket.bind("127.0.0.1:0".parse().unwrap())?;
         let port = socket.local_addr()?.port();
@@ -128,6 +152,13 @@ impl Sidecar {
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         crate::support::metric_value(&self.metrics.encode(), name, labels)
     }
+}
+
+/// The config compiled from `yaml`, with the proxy's real compile context.
+fn compile(yaml: &str, metrics: &Arc<Metrics>) -> config::Config {
+    let ctx = app::compile_context(metrics);
+    let parsed = file::parse(yaml, false).unwrap();
+    config::compile(file::flatten(parsed), &ctx).unwrap()
 }
 
 /// Sends `GET path` with `Host: host` and `Connection: close` on `io`, returns the whole

@@ -2,7 +2,7 @@
 //! bind serves its original destination and one of the bind's listeners its Host), or
 //! goes straight to where it was going: for outbound traffic after the egress rules and
 //! the outbound default (forwarded, or refused with a 403 naming the destination), for
-//! inbound traffic to the app on loopback.
+//! inbound traffic to the app on loopback unless the inbound default refuses it (403).
 //!
 //! Where "where it was going" is, and whether the proxy speaks TLS to it, is a
 //! [`Target`]: plain to the original destination, TLS the proxy opens (egress `ORIGINATE`,
@@ -254,11 +254,22 @@ impl CapturedHttp {
                 .handle(req)
                 .await;
         }
+        let inbound_default = config.sidecar.inbound_default;
         drop(config);
         let start = Instant::now();
         let method = req.method().clone();
         let host = host.unwrap_or_default();
         let (response, backend) = match verdict {
+            None if inbound_default == OutboundAction::Deny => {
+                self.metrics.sidecar.inbound_denied(self.protocol());
+                tracing::warn!(
+                    peer = %self.conn.peer,
+                    dst = %self.dst,
+                    host = %host,
+                    "inbound HTTP request denied: no inbound bind serves it (inbound default DENY)"
+                );
+                (deny_inbound(&host, self.dst), "")
+            }
             Some(v) if v.action == OutboundAction::Deny => {
                 self.metrics.sidecar.denied(self.protocol());
                 tracing::warn!(
@@ -433,6 +444,19 @@ fn deny(host: &str, dst: SocketAddr) -> Response<Body> {
         format!(
             "agentmesh: outbound traffic to {name} is denied by the sidecar's outbound policy\n"
         ),
+    )
+}
+
+/// The answer to an inbound request the inbound default refuses: 403 naming the port.
+fn deny_inbound(host: &str, dst: SocketAddr) -> Response<Body> {
+    let name = if host.is_empty() {
+        format!("port {}", dst.port())
+    } else {
+        format!("{host} (port {})", dst.port())
+    };
+    plain(
+        StatusCode::FORBIDDEN,
+        format!("agentmesh: inbound traffic to {name} is denied by the sidecar's inbound policy\n"),
     )
 }
 

@@ -16,7 +16,8 @@
 //!
 //! Inbound connections get the same loop guard and sniffing, then go to the app on
 //! loopback at their original port: HTTP through the inbound binds, anything else byte
-//! for byte.
+//! for byte; what no inbound bind serves follows the inbound default (allow, or a 403 /
+//! TCP reset).
 //!
 //! This module knows nothing about routes or policies beyond handing HTTP to the
 //! pipeline; it looks inside TLS only when a rule intercepts it.
@@ -30,7 +31,7 @@ pub mod sniff;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -55,6 +56,7 @@ pub const INBOUND_CAPTURE_BIND: &str = "sidecar-inbound";
 const INTERCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a capture listener is set up.
+#[derive(Clone)]
 pub struct CaptureOptions {
     /// Addresses to listen on (the REDIRECT target), e.g. `127.0.0.1:16001`, `[::1]:16001`
     /// for outbound, `0.0.0.0:16006`, `[::]:16006` for inbound.
@@ -74,6 +76,16 @@ pub struct OutboundCapture(Running);
 
 /// A running inbound capture listener.
 pub struct InboundCapture(Running);
+
+/// The inbound capture listener, open while the running config enables inbound capture
+/// (`sidecar.inbound.enabled`): opened and closed as reloads turn it on and off, without
+/// touching outbound capture or the binds. Closing it refuses new connections only;
+/// connections already accepted run to their end. Dropping it stops following and
+/// closes the listener.
+pub struct InboundSwitch {
+    current: Arc<Mutex<Option<InboundCapture>>>,
+    following: tokio::task::JoinHandle<()>,
+}
 
 /// The sockets and accept loops of a capture listener; dropping it stops accepting.
 struct Running {
@@ -142,7 +154,107 @@ impl InboundCapture {
     }
 }
 
+impl InboundSwitch {
+    /// Opens the inbound listener now if the running config enables it (an error here is
+    /// a startup error), then follows config changes until the proxy drains. A listener
+    /// that cannot be opened on a later change is logged and tried again on the next one.
+    pub async fn start(
+        opts: CaptureOptions,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        listeners: Arc<Listeners>,
+    ) -> io::Result<InboundSwitch> {
+        let mut changes = store.subscribe();
+        let initial = if store.load().sidecar.inbound_enabled {
+            Some(
+                InboundCapture::start(
+                    opts.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    listeners.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let current = Arc::new(Mutex::new(initial));
+        let state = current.clone();
+        let mut draining = listeners.draining();
+        let following = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = draining.wait_for(|d| *d) => return,
+                }
+                let enabled = changes.borrow_and_update().sidecar.inbound_enabled;
+                let running = lock(&state).is_some();
+                match (enabled, running) {
+                    (true, false) => {
+                        let started = InboundCapture::start(
+                            opts.clone(),
+                            store.clone(),
+                            metrics.clone(),
+                            listeners.clone(),
+                        )
+                        .await;
+                        match started {
+                            Ok(capture) => *lock(&state) = Some(capture),
+                            Err(e) => tracing::error!(
+                                error = %e,
+                                "inbound capture turned on by a config change, but its listener cannot be opened; will try again on the next change"
+                            ),
+                        }
+                    }
+                    (false, true) => {
+                        let stopping = lock(&state).take();
+                        if let Some(capture) = stopping {
+                            capture.0.stop().await;
+                            tracing::info!(
+                                "inbound capture turned off by a config change: listener closed, open connections continue"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(InboundSwitch { current, following })
+    }
+
+    /// The addresses the inbound listener is listening on; empty while it is off.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        lock(&self.current)
+            .as_ref()
+            .map(|c| c.local_addrs().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for InboundSwitch {
+    fn drop(&mut self) {
+        self.following.abort();
+        lock(&self.current).take();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Running {
+    /// Stops accepting and waits until the listening sockets are closed, so the same
+    /// addresses can be listened on again at once.
+    async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.accepting);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     async fn start(
         direction: Direction,
         opts: CaptureOptions,
@@ -249,6 +361,9 @@ impl Shared {
 
     /// Serves one captured connection, from original destination to the end.
     async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
+        // Counted from the start, so a drain waits for a connection still being sniffed;
+        // HTTP is counted by the server instead.
+        let mut tunnel = self.listeners.tunnel();
         let inbound = self.direction == Direction::Inbound;
         let dst = match self.orig_dst.orig_dst(&tcp, peer) {
             Ok(d) => d,
@@ -290,6 +405,7 @@ impl Shared {
         }
         tracing::debug!(%peer, %dst, inbound, protocol = protocol.as_str(), sni = name.as_deref().unwrap_or(""), "captured connection");
         if matches!(detected, Detected::Http1 | Detected::Http2) {
+            drop(tunnel);
             let h2 = detected == Detected::Http2;
             let side = if inbound {
                 Side::Inbound
@@ -301,9 +417,23 @@ impl Shared {
             return;
         }
         if inbound {
+            let config = self.store.load();
+            if !config.sidecar.inbound_port_allowed(&config, dst) {
+                drop(config);
+                self.metrics.sidecar.inbound_denied(protocol);
+                tracing::warn!(
+                    %peer,
+                    %dst,
+                    protocol = protocol.as_str(),
+                    "inbound connection denied: no inbound bind has its port (inbound default DENY)"
+                );
+                opaque::reset(tcp);
+                return;
+            }
+            drop(config);
             // TLS and anything else go to the app untouched.
             let app = Target::inbound(dst, false).addr;
-            if let Err(e) = opaque::forward(tcp, &prefix, app).await {
+            if let Err(e) = opaque::forward(tcp, &prefix, app, tunnel.closing()).await {
                 tracing::debug!(%peer, %dst, %app, error = %e, "inbound connection ended with an error");
             }
             return;
@@ -325,13 +455,14 @@ impl Shared {
             (OutboundAction::Allow, EgressTls::Intercept { ca_file })
                 if protocol == CapturedProtocol::Tls =>
             {
+                drop(tunnel);
                 self.intercept(tcp, prefix, peer, dst, name, ca_file).await;
             }
             (OutboundAction::Allow, _) => {
                 if protocol == CapturedProtocol::Tls {
                     self.metrics.sidecar.tls(TlsMode::Passthrough);
                 }
-                if let Err(e) = opaque::forward(tcp, &prefix, dst).await {
+                if let Err(e) = opaque::forward(tcp, &prefix, dst, tunnel.closing()).await {
                     tracing::debug!(%peer, %dst, error = %e, "forwarded connection ended with an error");
                 }
             }

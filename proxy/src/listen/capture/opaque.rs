@@ -3,8 +3,10 @@
 //!
 //! Used for opaque TCP, server-speaks-first protocols and passed-through TLS. Half-close
 //! is kept: when one side shuts down its writes, the other side sees EOF and may keep
-//! sending (`copy_bidirectional` does this).
+//! sending (`copy_bidirectional` does this). A tunnel runs until both sides are done;
+//! a drain waits for it, and cuts it only at its deadline.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,9 +18,16 @@ use tokio::net::TcpStream;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to `dst`, sends `prefix` (the bytes already read while detecting the
-/// protocol), then copies both ways until both sides are done. A destination that
-/// cannot be reached resets the client, as the destination itself would have.
-pub async fn forward(mut client: TcpStream, prefix: &[u8], dst: SocketAddr) -> io::Result<()> {
+/// protocol), then copies both ways until both sides are done, or until `closing`
+/// resolves (the drain deadline passed), when the client is reset and the destination
+/// closed. A destination that cannot be reached resets the client, as the destination
+/// itself would have.
+pub async fn forward(
+    mut client: TcpStream,
+    prefix: &[u8],
+    dst: SocketAddr,
+    closing: impl Future<Output = ()>,
+) -> io::Result<()> {
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -38,8 +47,16 @@ pub async fn forward(mut client: TcpStream, prefix: &[u8], dst: SocketAddr) -> i
     if !prefix.is_empty() {
         upstream.write_all(prefix).await?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied.map(drop),
+        () = closing => {
+            reset(client);
+            Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                format!("tunnel to {dst} closed: the drain deadline passed"),
+            ))
+        }
+    }
 }
 
 /// Closes `tcp` with a reset (RST) instead of an orderly FIN, so the client sees
