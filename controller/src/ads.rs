@@ -63,14 +63,17 @@ impl AggregatedDiscoveryService for AdsServer {
         let authorization = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        self.auth.check(request.remote_addr(), authorization)?;
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.auth
+            .check(request.remote_addr(), authorization.as_deref())?;
         let mut requests = request.into_inner();
         let first = requests
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("the stream ended before its first request"))?;
         let node = NodeId::parse(first.node.as_ref().map_or("", |n| n.id.as_str()))?;
+        self.auth.admit(&node, authorization.as_deref()).await?;
         if first.type_url != TYPE_URL {
             return Err(Status::invalid_argument(format!(
                 "unknown resource type {:?}; this controller serves {TYPE_URL}",

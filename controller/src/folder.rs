@@ -21,12 +21,16 @@ use agentmesh_proxy::config::file;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::objects::Objects;
+use crate::objects::{ObjectRef, Objects};
 use crate::snapshot::Catalog;
 use crate::translate;
 
-/// How long to wait after a change for more changes before reading the folder.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// After a change, the folder is read once no further change came for this long (an
+/// editor's or `kubectl cp`'s writes of one file arrive within microseconds of each
+/// other; a rename over the old file, the usual way to replace it, is a single event).
+const QUIET: Duration = Duration::from_millis(3);
+/// … but no later than this after the first change, even if changes keep coming.
+const SETTLE_MAX: Duration = Duration::from_millis(50);
 
 /// Why a folder could not be turned into resources.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +60,91 @@ pub enum FolderError {
 
 /// Reads every file in `dir` into a catalog: objects translated, native config merged.
 pub fn load(dir: &Path) -> Result<Catalog, FolderError> {
+    let (objects, native) = read(dir, &mut ParsedFiles::default())?;
+    Ok(catalog(objects, native))
+}
+
+/// [`load`] for a folder that changed while `previous` was served: an object the change
+/// made unreadable keeps its last good version (see [`keep_last_good`]). Files whose
+/// text is the same as in `parsed` are not parsed again.
+pub fn reload(
+    dir: &Path,
+    previous: &Catalog,
+    parsed: &mut ParsedFiles,
+) -> Result<Catalog, FolderError> {
+    let (mut objects, native) = read(dir, parsed)?;
+    if keep_last_good(&mut objects, &previous.objects) {
+        objects.sort();
+    }
+    Ok(catalog(objects, native))
+}
+
+fn catalog(objects: Objects, native: file::Resources) -> Catalog {
+    Catalog {
+        native,
+        translation: translate::translate(&objects),
+        objects: Arc::new(objects),
+    }
+}
+
+/// Keeps the last good version of each object a change made unreadable, as the API server
+/// keeps an object when an invalid `kubectl apply` is refused: an object of
+/// `next.rejected` that `previous` holds (and `next` does not) is carried over, and its
+/// rejection is still reported, saying so. Returns whether anything was carried over.
+fn keep_last_good(next: &mut Objects, previous: &Objects) -> bool {
+    fn carry<T: kube::Resource + Clone>(now: &mut Vec<T>, before: &[T], r: &ObjectRef) -> bool {
+        let same = |o: &T| ObjectRef::of(&r.kind, o.meta()) == *r;
+        if now.iter().any(same) {
+            return false;
+        }
+        match before.iter().find(|o| same(o)) {
+            Some(o) => {
+                now.push(o.clone());
+                true
+            }
+            None => false,
+        }
+    }
+    let mut carried = false;
+    for rejected in &mut next.rejected {
+        let r = &rejected.reference;
+        let kept = match r.kind.as_str() {
+            "GatewayClass" => carry(&mut next.gateway_classes, &previous.gateway_classes, r),
+            "Gateway" => carry(&mut next.gateways, &previous.gateways, r),
+            "HTTPRoute" => carry(&mut next.http_routes, &previous.http_routes, r),
+            "GRPCRoute" => carry(&mut next.grpc_routes, &previous.grpc_routes, r),
+            "TLSRoute" => carry(&mut next.tls_routes, &previous.tls_routes, r),
+            "TCPRoute" => carry(&mut next.tcp_routes, &previous.tcp_routes, r),
+            "ReferenceGrant" => carry(&mut next.reference_grants, &previous.reference_grants, r),
+            "Service" => carry(&mut next.services, &previous.services, r),
+            "Secret" => carry(&mut next.secrets, &previous.secrets, r),
+            "Pod" => carry(&mut next.pods, &previous.pods, r),
+            "Namespace" => carry(&mut next.namespaces, &previous.namespaces, r),
+            "AgentBackend" => carry(&mut next.agent_backends, &previous.agent_backends, r),
+            "AgentPolicy" => carry(&mut next.agent_policies, &previous.agent_policies, r),
+            _ => false,
+        };
+        if kept {
+            rejected
+                .reason
+                .push_str("; the version read before this change is still served");
+            carried = true;
+        }
+    }
+    carried
+}
+
+/// Reads every file of `dir`: the objects (sorted) and the merged native config.
+fn read(dir: &Path, parsed: &mut ParsedFiles) -> Result<(Objects, file::Resources), FolderError> {
+    let files = config_files(dir)?;
+    // Forget files that are gone.
+    let present: std::collections::HashSet<&PathBuf> = files.iter().collect();
+    parsed.0.retain(|path, _| present.contains(path));
     let mut objects = Objects::default();
     let mut merged = LocalConfig::default();
     let mut settings_from: Option<String> = None;
     let mut sidecar_from: Option<String> = None;
-    for path in config_files(dir)? {
+    for path in files {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| {
             FolderError::File(ConfigError::Read {
@@ -68,7 +152,15 @@ pub fn load(dir: &Path) -> Result<Catalog, FolderError> {
                 reason: e.to_string(),
             })
         })?;
-        for (index, document) in documents(&text, &name)?.into_iter().enumerate() {
+        let documents = match parsed.0.get(&path) {
+            Some((same, documents)) if *same == text => documents.clone(),
+            _ => {
+                let documents = documents(&text, &name)?;
+                parsed.0.insert(path.clone(), (text, documents.clone()));
+                documents
+            }
+        };
+        for (index, document) in documents.into_iter().enumerate() {
             let origin = format!("{}#{}", file_name(&path), index + 1);
             if document.get("apiVersion").is_some() || document.get("kind").is_some() {
                 objects.insert(document, &origin);
@@ -104,11 +196,7 @@ pub fn load(dir: &Path) -> Result<Catalog, FolderError> {
         }
     }
     objects.sort();
-    Ok(Catalog {
-        native: file::flatten(merged),
-        translation: translate::translate(&objects),
-        objects: std::sync::Arc::new(objects),
-    })
+    Ok((objects, file::flatten(merged)))
 }
 
 fn file_name(path: &Path) -> String {
@@ -117,6 +205,12 @@ fn file_name(path: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+/// The documents of each file as last parsed, with the text they were parsed from: after
+/// a change, usually one file of many, only files whose text differs are parsed again
+/// (reading is cheap; YAML parsing is most of the cost of a reload).
+#[derive(Debug, Default)]
+pub struct ParsedFiles(std::collections::HashMap<PathBuf, (String, Vec<serde_json::Value>)>);
 
 /// The non-empty YAML documents of a file, as JSON values (JSON files are YAML too).
 fn documents(text: &str, file: &str) -> Result<Vec<serde_json::Value>, FolderError> {
@@ -167,6 +261,23 @@ fn config_files(dir: &Path) -> Result<Vec<PathBuf>, FolderError> {
     Ok(files)
 }
 
+/// Whether a watcher event can change what the folder holds: a config file created,
+/// written, renamed or removed. Reads (the controller's own, too: reacting to them would
+/// reload forever) and metadata changes are not, nor are hidden or temporary files (an
+/// editor's swap file, the temporary file renamed over a config file: the rename is).
+fn is_change(event: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    let kind = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Any
+    );
+    kind && event.paths.iter().any(|p| is_config_file(p))
+}
+
 /// `.yaml`, `.yml` or `.json`, and not hidden (editors' swap and temporary files are).
 fn is_config_file(path: &Path) -> bool {
     let hidden = path
@@ -181,12 +292,15 @@ fn is_config_file(path: &Path) -> bool {
 /// published on the returned channel. Fails only when the first load fails or the folder
 /// cannot be watched.
 pub fn follow(dir: PathBuf) -> Result<watch::Receiver<Arc<Catalog>>, crate::BoxError> {
-    let first = Arc::new(load(&dir)?);
+    let mut parsed = ParsedFiles::default();
+    let (objects, native) = read(&dir, &mut parsed)?;
+    let first = Arc::new(catalog(objects, native));
     tracing::info!(folder = %dir.display(), objects = first.objects.count(), "folder loaded");
-    let (publish, snapshots) = watch::channel(first);
+    log_rejected(&first);
+    let (publish, snapshots) = watch::channel(first.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| is_change(&e)) {
             let _ = tx.send(());
         }
     })?;
@@ -194,13 +308,29 @@ pub fn follow(dir: PathBuf) -> Result<watch::Receiver<Arc<Catalog>>, crate::BoxE
     tokio::spawn(async move {
         // The watcher lives as long as this task.
         let _watcher = watcher;
+        let mut previous = first;
         while rx.recv().await.is_some() {
-            tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
-            match load(&dir) {
+            let first_change = tokio::time::Instant::now();
+            loop {
+                match tokio::time::timeout(QUIET, rx.recv()).await {
+                    Ok(Some(())) if first_change.elapsed() < SETTLE_MAX => continue,
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
+            let started = std::time::Instant::now();
+            match reload(&dir, &previous, &mut parsed) {
                 Ok(next) => {
-                    tracing::info!(folder = %dir.display(), objects = next.objects.count(), "folder changed");
-                    publish.send_replace(Arc::new(next));
+                    let next = Arc::new(next);
+                    tracing::info!(
+                        folder = %dir.display(),
+                        objects = next.objects.count(),
+                        took_us = started.elapsed().as_micros() as u64,
+                        "folder changed"
+                    );
+                    log_rejected(&next);
+                    previous = next.clone();
+                    publish.send_replace(next);
                 }
                 Err(e) => tracing::warn!(
                     folder = %dir.display(),
@@ -211,4 +341,54 @@ pub fn follow(dir: PathBuf) -> Result<watch::Receiver<Arc<Catalog>>, crate::BoxE
         }
     });
     Ok(snapshots)
+}
+
+/// Says which objects could not be read, and why (also in `status`).
+fn log_rejected(catalog: &Catalog) {
+    for rejected in &catalog.objects.rejected {
+        tracing::warn!(
+            object = %rejected.reference,
+            origin = %rejected.origin,
+            reason = %rejected.reason,
+            "object rejected"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, DataChange, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    use super::*;
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn only_writes_to_config_files_are_changes() {
+        // Reading the folder (as the controller itself does on every reload) is not.
+        assert!(!is_change(&event(
+            EventKind::Access(AccessKind::Any),
+            "/m/route.yaml"
+        )));
+        // The temporary file an editor writes is not; the rename over the file is.
+        assert!(!is_change(&event(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            "/m/.route.yaml.tmp"
+        )));
+        assert!(is_change(&event(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "/m/route.yaml"
+        )));
+        assert!(is_change(&event(
+            EventKind::Create(CreateKind::File),
+            "/m/new.yml"
+        )));
+        assert!(!is_change(&event(
+            EventKind::Create(CreateKind::File),
+            "/m/notes.txt"
+        )));
+    }
 }

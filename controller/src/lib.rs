@@ -1,16 +1,21 @@
 //! agentmesh-controller: the control plane.
 //!
 //! A **source** reads Kubernetes objects into [`objects::Objects`] (`folder`: a directory
-//! of manifests, watched for changes); [`translate`] turns them, in a pure function, into
+//! of manifests, watched for changes; [`kubernetes`]: the API server, through
+//! reflectors, which also receives the status written back); [`translate`] turns them, in a pure function, into
 //! the resources of each proxy and the status of each object; a [`snapshot::Catalog`]
 //! holds the result and gives each node its [`snapshot::Snapshot`] (resources named and
 //! versioned); the **delta ADS server** (`ads`) sends each connected proxy the resources
-//! it does not have yet, and only those, whenever its snapshot changes.
+//! it does not have yet, and only those, whenever its snapshot changes. [`render`]
+//! gives each Gateway of our class the Deployment and Service that run its proxy.
 
 pub mod ads;
 pub mod auth;
+pub mod crd;
 pub mod folder;
+pub mod kubernetes;
 pub mod objects;
+pub mod render;
 pub mod snapshot;
 pub mod status;
 pub mod translate;

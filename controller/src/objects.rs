@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use gateway_api::apis::experimental::httproutes::HttpRouteRulesRetry;
 use gateway_api::apis::standard::gatewayclasses::GatewayClass;
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
@@ -69,6 +70,10 @@ pub struct Objects {
     pub gateways: Vec<Gateway>,
     /// `HTTPRoute`.
     pub http_routes: Vec<HttpRoute>,
+    /// `spec.rules[].retry` of each HTTPRoute that sets one, by route (namespace, name) and
+    /// rule index. Retry is in the Gateway API's experimental channel, which the standard
+    /// `HttpRoute` type does not carry, so it is read from the manifest beside it.
+    pub http_route_retries: BTreeMap<(String, String), BTreeMap<usize, HttpRouteRulesRetry>>,
     /// `GRPCRoute`.
     pub grpc_routes: Vec<GrpcRoute>,
     /// `TLSRoute`.
@@ -85,6 +90,10 @@ pub struct Objects {
     pub pods: Vec<Pod>,
     /// `Namespace` (core/v1), for labels (route namespace selectors, injection).
     pub namespaces: Vec<Namespace>,
+    /// `AgentBackend` (agentmesh.dev).
+    pub agent_backends: Vec<crate::crd::AgentBackend>,
+    /// `AgentPolicy` (agentmesh.dev).
+    pub agent_policies: Vec<crate::crd::AgentPolicy>,
     /// Objects that could not be read: each is reported in status and otherwise ignored,
     /// so one bad manifest never hides the good ones.
     pub rejected: Vec<Rejected>,
@@ -150,7 +159,15 @@ impl Objects {
         let result = match (group, kind.as_str()) {
             (GATEWAY_GROUP, "GatewayClass") => push(&mut self.gateway_classes, value, false),
             (GATEWAY_GROUP, "Gateway") => push(&mut self.gateways, value, true),
-            (GATEWAY_GROUP, "HTTPRoute") => push(&mut self.http_routes, value, true),
+            (GATEWAY_GROUP, "HTTPRoute") => match http_route_retries(&value) {
+                Ok(retries) => push(&mut self.http_routes, value, true).map(|()| {
+                    if !retries.is_empty() {
+                        let key = (reference.namespace.clone(), reference.name.clone());
+                        self.http_route_retries.insert(key, retries);
+                    }
+                }),
+                Err(e) => Err(e),
+            },
             (GATEWAY_GROUP, "GRPCRoute") => push(&mut self.grpc_routes, value, true),
             (GATEWAY_GROUP, "TLSRoute") => push(&mut self.tls_routes, value, true),
             (GATEWAY_GROUP, "TCPRoute") => push(&mut self.tcp_routes, value, true),
@@ -159,6 +176,8 @@ impl Objects {
             ("", "Secret") => push(&mut self.secrets, value, true),
             ("", "Pod") => push(&mut self.pods, value, true),
             ("", "Namespace") => push(&mut self.namespaces, value, false),
+            (crate::crd::GROUP, "AgentBackend") => push_strict(&mut self.agent_backends, value),
+            (crate::crd::GROUP, "AgentPolicy") => push_strict(&mut self.agent_policies, value),
             _ => return Inserted::Ignored(reference),
         };
         match result {
@@ -195,6 +214,8 @@ impl Objects {
         by_key(&mut self.secrets);
         by_key(&mut self.pods);
         by_key(&mut self.namespaces);
+        by_key(&mut self.agent_backends);
+        by_key(&mut self.agent_policies);
     }
 
     /// How many objects were read (rejected ones included).
@@ -210,6 +231,8 @@ impl Objects {
             + self.secrets.len()
             + self.pods.len()
             + self.namespaces.len()
+            + self.agent_backends.len()
+            + self.agent_policies.len()
             + self.rejected.len()
     }
 
@@ -225,6 +248,27 @@ impl Objects {
 
 /// Deserializes `value` as `T` and appends it; a namespaced kind without a namespace is
 /// put in `default`, as `kubectl apply` would.
+/// The `spec.rules[].retry` of an HTTPRoute manifest, by rule index.
+fn http_route_retries(
+    value: &serde_json::Value,
+) -> Result<BTreeMap<usize, HttpRouteRulesRetry>, String> {
+    let mut out = BTreeMap::new();
+    let rules = value
+        .pointer("/spec/rules")
+        .and_then(|r| r.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        let Some(retry) = rule.get("retry") else {
+            continue;
+        };
+        let retry: HttpRouteRulesRetry = serde_path_to_error::deserialize(retry.clone())
+            .map_err(|e| format!("field spec.rules[{i}].retry.{}: {}", e.path(), e.inner()))?;
+        out.insert(i, retry);
+    }
+    Ok(out)
+}
+
 fn push<T: DeserializeOwned + kube::Resource>(
     items: &mut Vec<T>,
     value: serde_json::Value,
@@ -237,4 +281,34 @@ fn push<T: DeserializeOwned + kube::Resource>(
     }
     items.push(object);
     Ok(())
+}
+
+/// [`push`] for agentmesh's own kinds, which are strict: besides the unknown fields their
+/// types refuse inside `spec`, an unknown top-level field is refused too, and the API
+/// version must be the one we serve.
+fn push_strict<T: DeserializeOwned + kube::Resource<DynamicType = ()>>(
+    items: &mut Vec<T>,
+    value: serde_json::Value,
+) -> Result<(), String> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let expected = T::api_version(&());
+    if api_version != expected {
+        return Err(format!(
+            "field apiVersion: {api_version:?} is not served; use {expected:?}"
+        ));
+    }
+    if let Some(map) = value.as_object()
+        && let Some(unknown) = map
+            .keys()
+            .find(|k| !["apiVersion", "kind", "metadata", "spec", "status"].contains(&k.as_str()))
+    {
+        return Err(format!("field {unknown}: unknown field"));
+    }
+    if value.get("spec").is_none() {
+        return Err("field spec: required".into());
+    }
+    push(items, value, true)
 }

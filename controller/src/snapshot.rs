@@ -56,7 +56,8 @@ impl Snapshot {
 /// nothing, so a change that concerns one pod reaches only that pod.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    /// Resources for `standalone` nodes: the folder's agentmesh-native config files.
+    /// Resources for `standalone` nodes, and the base of every sidecar's: the folder's
+    /// agentmesh-native config files.
     pub native: Resources,
     /// The Kubernetes objects, as read.
     pub objects: Arc<crate::objects::Objects>,
@@ -83,6 +84,17 @@ impl Catalog {
                     .ok_or_else(|| {
                         format!("{gateway} does not exist or is not of an agentmesh GatewayClass")
                     })
+            }
+            "sidecar" => {
+                // Per-pod scoping (translate::sidecar): the native documents plus what
+                // selects this pod.
+                let (pod, namespace) = split_name(&node.name)?;
+                Ok(crate::translate::sidecar::pod_resources(
+                    &self.objects,
+                    &self.native,
+                    namespace,
+                    pod,
+                ))
             }
             _ => Err(format!(
                 "this controller does not serve {} nodes yet",
@@ -173,6 +185,26 @@ impl Catalog {
             .collect();
         if !gateways.is_empty() {
             out.insert("gateways".into(), serde_json::Value::Object(gateways));
+        }
+        // One entry per known Pod: what its sidecar would be served.
+        let sidecars: serde_json::Map<String, serde_json::Value> = self
+            .objects
+            .pods
+            .iter()
+            .map(|pod| {
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let resources = crate::translate::sidecar::pod_resources(
+                    &self.objects,
+                    &self.native,
+                    &namespace,
+                    &name,
+                );
+                (format!("{namespace}/{name}"), resources_json(&resources))
+            })
+            .collect();
+        if !sidecars.is_empty() {
+            out.insert("sidecars".into(), serde_json::Value::Object(sidecars));
         }
         out.insert("status".into(), self.translation.status.to_json());
         serde_json::Value::Object(out)

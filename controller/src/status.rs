@@ -42,6 +42,14 @@ impl Condition {
         }
     }
 
+    /// Whether this condition reports a problem: `False` for the positive types
+    /// (`Accepted`, `Programmed`, `ResolvedRefs`), `True` for the Gateway API's
+    /// "abnormal-true" ones (`Conflicted`, `PartiallyInvalid`).
+    pub fn is_problem(&self) -> bool {
+        let abnormal_true = matches!(self.type_.as_str(), "Conflicted" | "PartiallyInvalid");
+        (self.status == "True") == abnormal_true
+    }
+
     /// A condition that does not hold.
     pub fn no(type_: &str, reason: &str, message: impl Into<String>, generation: i64) -> Self {
         Condition {
@@ -124,14 +132,28 @@ impl StatusReport {
         serde_json::Value::Object(map)
     }
 
-    /// Whether any condition anywhere is `False`: `status` exits non-zero then.
+    /// Whether any condition anywhere reports a problem: `status` exits non-zero then.
     pub fn has_problems(&self) -> bool {
         self.objects.values().any(|s| {
             s.conditions
                 .iter()
                 .chain(s.listeners.values().flat_map(|l| &l.conditions))
                 .chain(s.parents.iter().flat_map(|p| &p.conditions))
-                .any(|c| c.status == "False")
+                .any(Condition::is_problem)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_conflict_is_not_a_problem_but_a_conflict_is() {
+        assert!(!Condition::no("Conflicted", "NoConflicts", "", 1).is_problem());
+        assert!(Condition::yes("Conflicted", "HostnameConflict", "", 1).is_problem());
+        assert!(Condition::yes("PartiallyInvalid", "UnsupportedValue", "", 1).is_problem());
+        assert!(Condition::no("Accepted", "Invalid", "", 1).is_problem());
+        assert!(!Condition::yes("Programmed", "Programmed", "", 1).is_problem());
     }
 }

@@ -4,11 +4,16 @@
 //! - [`gateway`]: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and
 //!   ReferenceGrant become the resources of each Gateway of our class (one set per
 //!   Gateway, served to the proxies that identify as that Gateway).
+//! - [`agent`]: AgentBackend and AgentPolicy (agentmesh.dev): status, and policies with
+//!   `targetRefs` attached to the Gateways' resources.
+//! - [`sidecar`]: the resources of one pod's sidecar (asked per node by the catalog).
 //!
 //! Everything a translation step finds wrong is reported as a status condition on the
 //! object at fault, naming the field; the rest of the input still translates.
 
+pub mod agent;
 pub mod gateway;
+pub mod sidecar;
 
 use std::collections::BTreeMap;
 
@@ -41,5 +46,6 @@ pub fn translate(objects: &Objects) -> Translation {
             ));
     }
     gateway::translate(objects, &mut out);
+    agent::translate(objects, &mut out);
     out
 }
