@@ -29,19 +29,19 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Auth, NodeId};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Catalog, Snapshot};
 
 /// The ADS service over a stream of snapshots.
 #[derive(Debug, Clone)]
 pub struct AdsServer {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    catalogs: watch::Receiver<Arc<Catalog>>,
     auth: Auth,
 }
 
 impl AdsServer {
-    /// Serves `snapshots` to the clients `auth` admits.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, auth: Auth) -> Self {
-        AdsServer { snapshots, auth }
+    /// Serves the latest of `catalogs` to the clients `auth` admits.
+    pub fn new(catalogs: watch::Receiver<Arc<Catalog>>, auth: Auth) -> Self {
+        AdsServer { catalogs, auth }
     }
 
     /// The tonic service, ready for `Server::add_service`.
@@ -63,14 +63,17 @@ impl AggregatedDiscoveryService for AdsServer {
         let authorization = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        self.auth.check(request.remote_addr(), authorization)?;
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.auth
+            .check(request.remote_addr(), authorization.as_deref())?;
         let mut requests = request.into_inner();
         let first = requests
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("the stream ended before its first request"))?;
         let node = NodeId::parse(first.node.as_ref().map_or("", |n| n.id.as_str()))?;
+        self.auth.admit(&node, authorization.as_deref()).await?;
         if first.type_url != TYPE_URL {
             return Err(Status::invalid_argument(format!(
                 "unknown resource type {:?}; this controller serves {TYPE_URL}",
@@ -86,7 +89,7 @@ impl AggregatedDiscoveryService for AdsServer {
             nonce: 0,
             responses: tx,
         };
-        tokio::spawn(stream.run(first, requests, self.snapshots.clone()));
+        tokio::spawn(stream.run(first, requests, self.catalogs.clone()));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -121,12 +124,12 @@ impl ProxyStream {
         mut self,
         first: DeltaDiscoveryRequest,
         mut requests: Streaming<DeltaDiscoveryRequest>,
-        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        mut catalogs: watch::Receiver<Arc<Catalog>>,
     ) {
         // An empty first subscription is the legacy spelling of the wildcard.
         self.subscription.wildcard = first.resource_names_subscribe.is_empty();
         self.update_subscription(&first);
-        let snapshot = snapshots.borrow_and_update().clone();
+        let mut snapshot = catalogs.borrow_and_update().snapshot_for(&self.node);
         // The initial state is always answered, even when empty: it is the proxy's
         // first complete config.
         if !self.send_changes(&snapshot, true).await {
@@ -136,7 +139,6 @@ impl ProxyStream {
             tokio::select! {
                 request = requests.message() => match request {
                     Ok(Some(request)) => {
-                        let snapshot = snapshots.borrow().clone();
                         if !self.handle(request, &snapshot).await {
                             return;
                         }
@@ -150,11 +152,15 @@ impl ProxyStream {
                         return;
                     }
                 },
-                changed = snapshots.changed() => {
+                changed = catalogs.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    let snapshot = snapshots.borrow_and_update().clone();
+                    let next = catalogs.borrow_and_update().snapshot_for(&self.node);
+                    if next == snapshot {
+                        continue;
+                    }
+                    snapshot = next;
                     if !self.send_changes(&snapshot, false).await {
                         return;
                     }

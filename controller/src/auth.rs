@@ -1,14 +1,19 @@
-//! Who may receive configuration, in folder mode.
+//! Who may receive configuration.
 //!
 //! A proxy names itself with a node id `<role>~<ip>~<name>` (role `standalone`,
-//! `gateway` or `sidecar`). With a shared token file the proxy must present
-//! `authorization: Bearer <token>`; without one, only clients on loopback are served.
-//! (Kubernetes mode will verify projected service-account tokens with a TokenReview.)
+//! `gateway` or `sidecar`). In folder mode, with a shared token file the proxy must
+//! present `authorization: Bearer <token>`; without one, only clients on loopback are
+//! served. In Kubernetes mode the proxy presents its projected service-account token,
+//! which a TokenReview must show to belong to the pod or namespace the node id claims
+//! ([`TokenReviewer`](crate::kubernetes::token_review::TokenReviewer)).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tonic::Status;
+
+use crate::kubernetes::token_review::TokenReviewer;
 
 /// A parsed node id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub enum Auth {
     LoopbackOnly,
     /// Clients presenting the token in this file (read per stream, so it can rotate).
     TokenFile(PathBuf),
+    /// Clients presenting a service-account token that a TokenReview shows to belong
+    /// to the pod (sidecars) or namespace (gateways) of their node id.
+    TokenReview(Arc<TokenReviewer>),
 }
 
 impl Auth {
@@ -93,6 +101,23 @@ impl Auth {
                     _ => Err(Status::unauthenticated("missing or wrong bearer token")),
                 }
             }
+            // Checked by `admit`, once the node id is known; a stream without any
+            // token is refused before it is read.
+            Auth::TokenReview(_) => match authorization {
+                Some(a) if a.starts_with("Bearer ") => Ok(()),
+                _ => Err(Status::unauthenticated(
+                    "present the pod's projected service-account token as `authorization: Bearer <token>`",
+                )),
+            },
+        }
+    }
+
+    /// Checks that the client `check` let in may receive `node`'s configuration (only
+    /// [`Auth::TokenReview`] ties a credential to a node).
+    pub async fn admit(&self, node: &NodeId, authorization: Option<&str>) -> Result<(), Status> {
+        match self {
+            Auth::LoopbackOnly | Auth::TokenFile(_) => Ok(()),
+            Auth::TokenReview(reviewer) => reviewer.admit(authorization, node).await,
         }
     }
 }

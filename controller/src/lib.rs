@@ -1,18 +1,24 @@
 //! agentmesh-controller: the control plane.
 //!
-//! A **source** produces the flat resource model (`folder`: a directory of config files
-//! in the proxy's own format, watched for changes); a [`snapshot::Snapshot`] names and
-//! versions each resource; the **delta ADS server** (`ads`) sends each connected proxy the
-//! resources it does not have yet, and only those, whenever the snapshot changes.
-//!
-//! In this first slice the folder holds agentmesh's own resource model (the nested
-//! `LocalConfig` format of `agentmesh-proxy --config`, one per file, merged). Gateway API
-//! manifests, the Kubernetes API source, per-pod scoping and status come in later slices.
+//! A **source** reads Kubernetes objects into [`objects::Objects`] (`folder`: a directory
+//! of manifests, watched for changes; [`kubernetes`]: the API server, through
+//! reflectors, which also receives the status written back); [`translate`] turns them, in a pure function, into
+//! the resources of each proxy and the status of each object; a [`snapshot::Catalog`]
+//! holds the result and gives each node its [`snapshot::Snapshot`] (resources named and
+//! versioned); the **delta ADS server** (`ads`) sends each connected proxy the resources
+//! it does not have yet, and only those, whenever its snapshot changes. [`render`]
+//! gives each Gateway of our class the Deployment and Service that run its proxy.
 
 pub mod ads;
 pub mod auth;
+pub mod crd;
 pub mod folder;
+pub mod kubernetes;
+pub mod objects;
+pub mod render;
 pub mod snapshot;
+pub mod status;
+pub mod translate;
 
 /// An error type that can cross task and module boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

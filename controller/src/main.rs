@@ -7,14 +7,15 @@ use std::process::ExitCode;
 
 use agentmesh_controller::ads::AdsServer;
 use agentmesh_controller::auth::Auth;
-use agentmesh_controller::{folder, snapshot};
+use agentmesh_controller::folder;
 use clap::{Parser, Subcommand};
 
 /// agentmesh-controller: the agentmesh control plane.
 ///
-/// In folder mode it reads agentmesh resources (the proxy's config format, one config per
-/// file, merged) from a directory, follows changes, and serves them to proxies
-/// (`agentmesh-proxy --xds ADDRESS`) over delta ADS.
+/// In folder mode it reads manifests (the YAML you would `kubectl apply`: Gateway API
+/// objects, Services, Secrets, Pods; and agentmesh's own config documents for standalone
+/// proxies) from a directory, follows changes, translates them, and serves each proxy
+/// (`agentmesh-proxy --xds ADDRESS`) its resources over delta ADS.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -24,38 +25,88 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the resources of a folder over delta xDS.
+    /// Serve the resources of a folder, or of the Kubernetes API, over delta xDS.
     Serve {
-        /// The folder of config files (`.yaml`, `.yml`, `.json`).
-        #[arg(long, env = "AGENTMESH_FOLDER", value_name = "DIR")]
-        folder: PathBuf,
+        /// The folder of config files (`.yaml`, `.yml`, `.json`). Exactly one of
+        /// `--folder` and `--kubernetes` is needed.
+        #[arg(
+            long,
+            env = "AGENTMESH_FOLDER",
+            value_name = "DIR",
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        folder: Option<PathBuf>,
+        /// Read the objects from the Kubernetes API (in-cluster service account,
+        /// `--kubeconfig`, `KUBECONFIG` or `~/.kube/config`), write their status back,
+        /// and admit proxies by their service-account token (TokenReview).
+        #[arg(long)]
+        kubernetes: bool,
+        /// The kubeconfig file to use with `--kubernetes`.
+        #[arg(long, value_name = "FILE", conflicts_with = "folder")]
+        kubeconfig: Option<PathBuf>,
+        /// The audience proxies' projected service-account tokens must be issued for
+        /// (`--kubernetes`).
+        #[arg(long, default_value = "agentmesh", env = "AGENTMESH_TOKEN_AUDIENCE")]
+        token_audience: String,
         /// Address of the xDS (gRPC) server.
         #[arg(long, default_value = "127.0.0.1:16010", env = "AGENTMESH_XDS_ADDR")]
         xds_addr: SocketAddr,
         /// A file holding the token proxies must present (`authorization: Bearer …`).
-        /// Without it only loopback clients are served.
-        #[arg(long, env = "AGENTMESH_TOKEN_FILE", value_name = "FILE")]
+        /// Without it only loopback clients are served. Folder mode only.
+        #[arg(
+            long,
+            env = "AGENTMESH_TOKEN_FILE",
+            value_name = "FILE",
+            conflicts_with = "kubernetes"
+        )]
         token_file: Option<PathBuf>,
         /// Log filter, for example `info` or `debug`.
         #[arg(long, default_value = "info", env = "AGENTMESH_LOG")]
         log_level: String,
+        /// How the gateways' Deployments and Services are rendered (`--kubernetes`
+        /// applies them; see `render`).
+        #[command(flatten)]
+        gateways: agentmesh_controller::render::RenderOptions,
     },
-    /// Print the resources a folder translates to, as served (JSON, by resource name).
+    /// Print what a folder translates to: the resources each gateway (and standalone
+    /// proxy) is served, by resource name, and the status of every object (JSON).
     Translate {
-        /// The folder of config files.
+        /// The folder of manifests.
         #[arg(short = 'f', long = "folder", value_name = "DIR")]
         folder: PathBuf,
+    },
+    /// Print the status conditions of every object of a folder (the conditions the
+    /// controller writes to the Kubernetes API in Kubernetes mode). Exits 1 when any
+    /// condition is False.
+    Status {
+        /// The folder of manifests.
+        #[arg(short = 'f', long = "folder", value_name = "DIR")]
+        folder: PathBuf,
+    },
+    /// Print the CustomResourceDefinitions of agentmesh's kinds (AgentBackend,
+    /// AgentPolicy) as YAML, generated from the controller's types (`deploy/crds/` holds
+    /// the same text).
+    Crds,
+    /// Print the Deployment and Service that run each Gateway of the agentmesh
+    /// GatewayClass (YAML, for `kubectl apply -f -`; Kubernetes mode applies them
+    /// itself). Exits 1 when a Gateway cannot be deployed, saying why on stderr.
+    Render {
+        /// The folder of manifests.
+        #[arg(short = 'f', long = "folder", value_name = "DIR")]
+        folder: PathBuf,
+        #[command(flatten)]
+        options: agentmesh_controller::render::RenderOptions,
     },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Translate { folder: dir } => match folder::load(&dir) {
-            Ok(resources) => {
-                let json = snapshot::resources_json(&resources);
+            Ok(catalog) => {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&json).unwrap_or_default()
+                    serde_json::to_string_pretty(&catalog.to_json()).unwrap_or_default()
                 );
                 ExitCode::SUCCESS
             }
@@ -64,11 +115,47 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Status { folder: dir } => match folder::load(&dir) {
+            Ok(catalog) => {
+                let status = &catalog.translation.status;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status.to_json()).unwrap_or_default()
+                );
+                if status.has_problems() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Crds => match agentmesh_controller::crd::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot write YAML: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Render {
+            folder: dir,
+            options,
+        } => render(&dir, &options),
         Command::Serve {
             folder: dir,
+            kubernetes: _,
+            kubeconfig,
+            token_audience,
             xds_addr,
             token_file,
             log_level,
+            gateways,
         } => {
             let filter = match tracing_subscriber::EnvFilter::try_new(&log_level) {
                 Ok(f) => f,
@@ -82,7 +169,18 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let auth = token_file.map_or(Auth::LoopbackOnly, Auth::TokenFile);
+            // clap makes `--folder` and `--kubernetes` exclusive, and one required.
+            let source = match dir {
+                Some(dir) => Source::Folder {
+                    dir,
+                    auth: token_file.map_or(Auth::LoopbackOnly, Auth::TokenFile),
+                },
+                None => Source::Kubernetes {
+                    kubeconfig,
+                    audience: token_audience,
+                    gateways,
+                },
+            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -90,7 +188,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(dir, xds_addr, auth)) {
+            match runtime.block_on(serve(source, xds_addr)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -101,12 +199,91 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(
-    dir: PathBuf,
-    addr: SocketAddr,
-    auth: Auth,
-) -> Result<(), agentmesh_controller::BoxError> {
-    let snapshots = folder::follow(dir)?;
+/// `render -f DIR`: the YAML of every deployable Gateway on stdout, the others on stderr.
+fn render(
+    dir: &std::path::Path,
+    options: &agentmesh_controller::render::RenderOptions,
+) -> ExitCode {
+    let catalog = match folder::load(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rendered = agentmesh_controller::render::render(&catalog.objects, options);
+    match agentmesh_controller::render::to_yaml(&rendered) {
+        Ok(yaml) => print!("{yaml}"),
+        Err(e) => {
+            eprintln!("error: cannot write YAML: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut ok = true;
+    for r in &rendered {
+        if let Err(e) = &r.result {
+            eprintln!("error: {e}");
+            ok = false;
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Where `serve` reads objects from.
+enum Source {
+    /// A folder of manifests, with the given stream authorization.
+    Folder { dir: PathBuf, auth: Auth },
+    /// The Kubernetes API; streams are admitted by TokenReview for `audience`.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        audience: String,
+        gateways: agentmesh_controller::render::RenderOptions,
+    },
+}
+
+async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_controller::BoxError> {
+    let (snapshots, auth) = match source {
+        Source::Folder { dir, auth } => (folder::follow(dir)?, auth),
+        Source::Kubernetes {
+            kubeconfig,
+            audience,
+            gateways,
+        } => {
+            use agentmesh_controller::kubernetes;
+            let client = kubernetes::client(kubeconfig.as_deref()).await?;
+            tracing::info!("reading objects from the Kubernetes API");
+            let source = kubernetes::source::follow(client.clone(), kubernetes::kinds()).await;
+            tokio::spawn(kubernetes::status::run(client.clone(), source.clone()));
+            // Each Gateway of our class gets its Deployment and Service (server-side apply).
+            let applier = client.clone();
+            tokio::spawn(agentmesh_controller::render::provision(
+                source.catalogs.clone(),
+                gateways,
+                move |object| {
+                    let client = applier.clone();
+                    async move {
+                        kubernetes::apply::apply(&client, &object)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                },
+            ));
+            let reviewer = kubernetes::token_review::TokenReviewer::new(
+                client,
+                audience,
+                source.catalogs.clone(),
+            );
+            (
+                source.catalogs,
+                Auth::TokenReview(std::sync::Arc::new(reviewer)),
+            )
+        }
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--xds-addr {addr}: cannot listen: {e}"))?;

@@ -49,6 +49,79 @@ impl Snapshot {
     }
 }
 
+/// Everything the controller knows at one moment, able to say what each proxy serves.
+///
+/// The ADS server holds the latest catalog and asks it for a node's snapshot whenever the
+/// catalog changes or a node connects; a node whose snapshot did not change is sent
+/// nothing, so a change that concerns one pod reaches only that pod.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Resources for `standalone` nodes, and the base of every sidecar's: the folder's
+    /// agentmesh-native config files.
+    pub native: Resources,
+    /// The Kubernetes objects, as read.
+    pub objects: Arc<crate::objects::Objects>,
+    /// Their translation.
+    pub translation: crate::translate::Translation,
+}
+
+impl Catalog {
+    /// The resources a node receives, or why it receives none.
+    pub fn resources_for(&self, node: &crate::auth::NodeId) -> Result<Resources, String> {
+        match node.role.as_str() {
+            "standalone" => Ok(self.native.clone()),
+            "gateway" => {
+                let (name, namespace) = split_name(&node.name)?;
+                let gateway = crate::objects::ObjectRef {
+                    kind: "Gateway".into(),
+                    namespace: namespace.into(),
+                    name: name.into(),
+                };
+                self.translation
+                    .gateways
+                    .get(&gateway)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!("{gateway} does not exist or is not of an agentmesh GatewayClass")
+                    })
+            }
+            "sidecar" => {
+                // Per-pod scoping (translate::sidecar): the native documents plus what
+                // selects this pod.
+                let (pod, namespace) = split_name(&node.name)?;
+                Ok(crate::translate::sidecar::pod_resources(
+                    &self.objects,
+                    &self.native,
+                    namespace,
+                    pod,
+                ))
+            }
+            _ => Err(format!(
+                "this controller does not serve {} nodes yet",
+                node.role
+            )),
+        }
+    }
+
+    /// The snapshot a node receives (empty when it receives nothing).
+    pub fn snapshot_for(&self, node: &crate::auth::NodeId) -> Arc<Snapshot> {
+        match self.resources_for(node) {
+            Ok(resources) => Snapshot::new(&resources),
+            Err(reason) => {
+                tracing::debug!(node = %node, reason = %reason, "no resources for node");
+                Arc::new(Snapshot::default())
+            }
+        }
+    }
+}
+
+/// Splits a node name `<name>.<namespace>` (a namespace has no dots; a name may).
+pub fn split_name(name: &str) -> Result<(&str, &str), String> {
+    name.rsplit_once('.')
+        .filter(|(n, ns)| !n.is_empty() && !ns.is_empty())
+        .ok_or_else(|| format!("node name {name:?} is not `<name>.<namespace>`"))
+}
+
 /// FNV-1a of the resource's JSON with object keys sorted (protobuf encoding of map
 /// fields has no fixed order, so it cannot be hashed directly).
 fn content_version(resource: &ConfigResource) -> String {
@@ -87,6 +160,54 @@ fn canonical(value: &serde_json::Value, feed: &mut impl FnMut(&[u8])) {
             feed(b"]");
         }
         other => feed(other.to_string().as_bytes()),
+    }
+}
+
+impl Catalog {
+    /// What `translate` prints: the resources of every node kind (proto3 JSON mapping,
+    /// by resource name) and the status of every object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        let native = resources_json(&self.native);
+        if native.as_object().is_some_and(|m| m.len() > 1) {
+            out.insert("standalone".into(), native);
+        }
+        let gateways: serde_json::Map<String, serde_json::Value> = self
+            .translation
+            .gateways
+            .iter()
+            .map(|(gateway, resources)| {
+                (
+                    format!("{}/{}", gateway.namespace, gateway.name),
+                    resources_json(resources),
+                )
+            })
+            .collect();
+        if !gateways.is_empty() {
+            out.insert("gateways".into(), serde_json::Value::Object(gateways));
+        }
+        // One entry per known Pod: what its sidecar would be served.
+        let sidecars: serde_json::Map<String, serde_json::Value> = self
+            .objects
+            .pods
+            .iter()
+            .map(|pod| {
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let resources = crate::translate::sidecar::pod_resources(
+                    &self.objects,
+                    &self.native,
+                    &namespace,
+                    &name,
+                );
+                (format!("{namespace}/{name}"), resources_json(&resources))
+            })
+            .collect();
+        if !sidecars.is_empty() {
+            out.insert("sidecars".into(), serde_json::Value::Object(sidecars));
+        }
+        out.insert("status".into(), self.translation.status.to_json());
+        serde_json::Value::Object(out)
     }
 }
 

@@ -202,7 +202,7 @@ async fn grpcurl_drives_the_ads_stream_and_its_nack_is_logged() {
     let controller = start_controller(dir.path(), port, dir.path().join("controller.log")).await;
 
     // Subscribe to everything, then NACK the first response (nonce 1).
-    let requests = r#"{"node": {"id": "gateway~127.0.0.1~grpcurl.default"},
+    let requests = r#"{"node": {"id": "standalone~127.0.0.1~grpcurl"},
  "typeUrl": "type.googleapis.com/agentmesh.xds.v1.ConfigResource",
  "resourceNamesSubscribe": ["*"]}
 {"typeUrl": "type.googleapis.com/agentmesh.xds.v1.ConfigResource",
@@ -268,7 +268,7 @@ async fn grpcurl_drives_the_ads_stream_and_its_nack_is_logged() {
             .output()
             .lines()
             .find(|l| l.contains("NACK") && l.contains("grpcurl rejects this"))
-            .filter(|l| l.contains("gateway~127.0.0.1~grpcurl.default"))
+            .filter(|l| l.contains("standalone~127.0.0.1~grpcurl"))
             .map(|_| ())
     })
     .await;

@@ -46,6 +46,11 @@ enum Mode {
     /// (capture settings, outbound default, egress TLS and routes alike); until the first
     /// config arrives, captured traffic is refused.
     Sidecar,
+    /// The proxy of one Kubernetes `Gateway` (`--gateway NAME.NAMESPACE`): serves that
+    /// Gateway's listeners and routes, as the controller translates them, over `--xds`
+    /// (required). The controller renders a Deployment running this mode for each Gateway
+    /// of the agentmesh GatewayClass.
+    Gateway,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +82,8 @@ struct RunArgs {
     /// With `--xds`: the node id, `standalone~<ip>~<name>` (or `gateway~…`, `sidecar~…`).
     /// Defaults to `standalone~127.0.0.1~<hostname>`; in sidecar mode to
     /// `sidecar~$POD_IP~$POD_NAME.$POD_NAMESPACE` (the downward API), each part falling
-    /// back to 127.0.0.1, the hostname and `default`.
+    /// back to 127.0.0.1, the hostname and `default`; in gateway mode to
+    /// `gateway~$POD_IP~<--gateway>`.
     #[arg(
         long,
         env = "AGENTMESH_XDS_NODE_ID",
@@ -88,6 +94,10 @@ struct RunArgs {
     /// Where the configuration comes from.
     #[arg(long, value_enum, default_value = "standalone", env = "AGENTMESH_MODE")]
     mode: Mode,
+    /// Gateway mode: the Gateway this proxy serves, `NAME.NAMESPACE`. The node id is then
+    /// `gateway~$POD_IP~NAME.NAMESPACE` (127.0.0.1 without `POD_IP`).
+    #[arg(long, env = "AGENTMESH_GATEWAY", value_name = "NAME.NAMESPACE", value_parser = parse_gateway)]
+    gateway: Option<String>,
     /// Admin API address (config_dump, logging). Keep it on loopback. `off` disables it.
     #[arg(long, default_value = "127.0.0.1:16000", env = "AGENTMESH_ADMIN_ADDR", value_parser = parse_addr)]
     admin_addr: MaybeAddr,
@@ -147,6 +157,16 @@ fn parse_addr(s: &str) -> Result<MaybeAddr, String> {
     s.parse()
         .map(|a| MaybeAddr(Some(a)))
         .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:16000 (or `off`)"))
+}
+
+fn parse_gateway(s: &str) -> Result<String, String> {
+    // A Gateway's name may hold dots; a namespace may not: the last dot splits them.
+    match s.rsplit_once('.') {
+        Some((name, namespace)) if !name.is_empty() && !namespace.is_empty() => Ok(s.into()),
+        _ => Err(format!(
+            "{s:?} is not NAME.NAMESPACE (the Gateway's name and namespace, like web.default)"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -210,9 +230,16 @@ fn validate(path: &std::path::Path) -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     let mode = args.mode;
+    if let Err(e) = check_gateway_mode(&args) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let gateway = args.gateway.clone();
     let xds = args.xds.map(|address| config::xds::XdsOptions {
         address,
-        node_id: args.xds_node_id.unwrap_or_else(|| default_node_id(mode)),
+        node_id: args
+            .xds_node_id
+            .unwrap_or_else(|| default_node_id(mode, gateway.as_deref())),
         token_file: args.xds_token_file,
     });
     let Some(config) = args.config.or_else(|| xds.as_ref().map(|_| PathBuf::new())) else {
@@ -229,7 +256,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let sidecar = match args.mode {
-        Mode::Standalone => None,
+        Mode::Standalone | Mode::Gateway => None,
         Mode::Sidecar => Some(app::SidecarOptions {
             outbound_addrs: args.outbound_addr,
             inbound_addrs: args.inbound_addr,
@@ -276,10 +303,33 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// Gateway mode serves what the controller sends for one Gateway: it needs `--xds` and
+/// the Gateway's name (or an explicit node id), and reads no config file.
+fn check_gateway_mode(args: &RunArgs) -> Result<(), String> {
+    if args.mode != Mode::Gateway {
+        return match &args.gateway {
+            Some(_) => Err("--gateway is for --mode gateway".into()),
+            None => Ok(()),
+        };
+    }
+    if args.xds.is_none() {
+        return Err("--mode gateway takes its config from the controller: \
+             --xds ADDRESS is required (and --config is not read)"
+            .into());
+    }
+    if args.gateway.is_none() && args.xds_node_id.is_none() {
+        return Err("--mode gateway needs the Gateway it serves: \
+             --gateway NAME.NAMESPACE (or AGENTMESH_GATEWAY)"
+            .into());
+    }
+    Ok(())
+}
+
 /// Standalone: `standalone~127.0.0.1~<hostname>`, enough to tell proxies apart in the
 /// controller's logs in folder mode. Sidecar: `sidecar~<pod IP>~<pod>.<namespace>` from
-/// the downward API variables the injector sets.
-fn default_node_id(mode: Mode) -> String {
+/// the downward API variables the injector sets. Gateway: `gateway~<pod IP>~<gateway>`
+/// (`--gateway NAME.NAMESPACE`; the rendered Deployment sets both).
+fn default_node_id(mode: Mode, gateway: Option<&str>) -> String {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let hostname = || {
         env("HOSTNAME")
@@ -295,6 +345,11 @@ fn default_node_id(mode: Mode) -> String {
             env("POD_IP").unwrap_or_else(|| "127.0.0.1".into()),
             env("POD_NAME").unwrap_or_else(hostname),
             env("POD_NAMESPACE").unwrap_or_else(|| "default".into()),
+        ),
+        Mode::Gateway => format!(
+            "gateway~{}~{}",
+            env("POD_IP").unwrap_or_else(|| "127.0.0.1".into()),
+            gateway.unwrap_or_default(),
         ),
     }
 }

@@ -206,6 +206,18 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
         .filter(|l| capture_binds.contains(l.bind_key.as_str()))
         .map(|l| l.key.as_str())
         .collect();
+    // Routes of TLS passthrough and TCP listeners forward bytes: they compile apart.
+    let stream_listeners: HashMap<&str, ir::StreamProtocol> = resources
+        .listeners
+        .iter()
+        .filter_map(|l| Some((l.key.as_str(), stream_protocol(l.protocol())?)))
+        .collect();
+    let pb_backends: HashMap<&str, &pb::Backend> = resources
+        .backends
+        .iter()
+        .map(|b| (b.key.as_str(), b))
+        .collect();
+    let mut streams_by_listener: HashMap<&str, Vec<Arc<ir::StreamRoute>>> = HashMap::new();
     for r in &resources.routes {
         let res = format!("route {:?}", r.key);
         if r.name.is_empty() && r.key.is_empty() {
@@ -228,6 +240,17 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
             );
             continue;
         };
+        if let Some(&protocol) = stream_listeners.get(r.listener_key.as_str()) {
+            if let Some(route) =
+                stream_route(r, protocol, &pb_backends, &by_target, &res, &mut errs)
+            {
+                streams_by_listener
+                    .entry(r.listener_key.as_str())
+                    .or_default()
+                    .push(Arc::new(route));
+            }
+            continue;
+        }
         let hostnames = hostnames(&r.hostnames, &res, &mut errs);
         let mut matches = Vec::new();
         for (i, m) in r.matches.iter().enumerate() {
@@ -356,11 +379,28 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
             errs.push(&res, "listeners", "a bind needs at least one listener");
             continue;
         }
+        let stream = stream_protocol(pb_listeners[0].protocol());
         let https = pb_listeners
             .iter()
             .filter(|l| l.protocol() == pb::ListenerProtocol::Https)
             .count();
-        if https != 0 && https != pb_listeners.len() {
+        if pb_listeners
+            .iter()
+            .any(|l| stream_protocol(l.protocol()) != stream)
+        {
+            errs.push(
+                &res,
+                "listeners",
+                "listeners of one bind must all have the same kind of protocol: HTTP/HTTPS, \
+                 TLS_PASSTHROUGH or TCP",
+            );
+        } else if stream == Some(ir::StreamProtocol::Tcp) && pb_listeners.len() > 1 {
+            errs.push(
+                &res,
+                "listeners",
+                "a TCP listener is alone on its bind (nothing tells its connections apart)",
+            );
+        } else if https != 0 && https != pb_listeners.len() {
             errs.push(
                 &res,
                 "listeners",
@@ -404,10 +444,16 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                         "an HTTPS listener needs at least one certificate",
                     );
                 }
-                (pb::ListenerProtocol::Http, Some(_)) => {
+                (_, Some(_)) => {
                     errs.push(&lres, "tls", "is only allowed when protocol is HTTPS");
                 }
-                (pb::ListenerProtocol::Http, None) => {}
+                (_, None) => {}
+            }
+            let streams = streams_by_listener
+                .remove(l.key.as_str())
+                .unwrap_or_default();
+            if let Some(protocol) = stream_protocol(l.protocol()) {
+                check_stream_listener(l, protocol, &streams, &by_target, &lres, &mut errs);
             }
             let routes = routes_by_listener
                 .remove(l.key.as_str())
@@ -416,6 +462,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 key: l.key.as_str().into(),
                 hostnames,
                 routes: RouteTable::new(&routes),
+                streams,
             }));
         }
         let tls = if certificates.is_empty() {
@@ -433,6 +480,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
             key: b.key.clone(),
             addr,
             tls,
+            stream,
             listeners,
         }));
     }
@@ -452,6 +500,156 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
         })
     } else {
         Err(ConfigError::Invalid(errs.0))
+    }
+}
+
+/// The stream protocol of a listener protocol; `None` for HTTP and HTTPS.
+fn stream_protocol(p: pb::ListenerProtocol) -> Option<ir::StreamProtocol> {
+    match p {
+        pb::ListenerProtocol::Http | pb::ListenerProtocol::Https => None,
+        pb::ListenerProtocol::TlsPassthrough => Some(ir::StreamProtocol::TlsPassthrough),
+        pb::ListenerProtocol::Tcp => Some(ir::StreamProtocol::Tcp),
+    }
+}
+
+/// The name of a stream protocol as the config spells it.
+fn stream_protocol_name(p: ir::StreamProtocol) -> &'static str {
+    match p {
+        ir::StreamProtocol::TlsPassthrough => "TLS_PASSTHROUGH",
+        ir::StreamProtocol::Tcp => "TCP",
+    }
+}
+
+/// Compiles a route of a TLS passthrough or TCP listener, refusing what only HTTP routes
+/// have (matches, policies) and backends that cannot take bytes unopened.
+fn stream_route(
+    r: &pb::Route,
+    protocol: ir::StreamProtocol,
+    pb_backends: &HashMap<&str, &pb::Backend>,
+    by_target: &HashMap<(u8, &str), TargetPolicies>,
+    res: &str,
+    errs: &mut Errors,
+) -> Option<ir::StreamRoute> {
+    let name = stream_protocol_name(protocol);
+    let before = errs.0.len();
+    if !r.matches.is_empty() {
+        let why = match protocol {
+            ir::StreamProtocol::TlsPassthrough => {
+                "a route of a TLS_PASSTHROUGH listener is chosen by its hostnames (the SNI)"
+            }
+            ir::StreamProtocol::Tcp => "a route of a TCP listener takes every connection",
+        };
+        errs.push(res, "matches", format!("is HTTP-only: {why}"));
+    }
+    if protocol == ir::StreamProtocol::Tcp && !r.hostnames.is_empty() {
+        errs.push(
+            res,
+            "hostnames",
+            "a route of a TCP listener has no hostnames (TCP carries none)",
+        );
+    }
+    if by_target.contains_key(&(1, r.key.as_str())) {
+        errs.push(
+            res,
+            "policies",
+            format!("policies apply to HTTP routes; this route is on a {name} listener"),
+        );
+    }
+    let hostnames = hostnames(&r.hostnames, res, errs);
+    let mut backends = Vec::new();
+    for (i, rb) in r.backends.iter().enumerate() {
+        let field = format!("backends[{i}].backend");
+        let Some(b) = pb_backends.get(rb.backend.as_str()) else {
+            errs.missing_backend(res, field, &rb.backend);
+            continue;
+        };
+        let host = match &b.kind {
+            Some(pb::backend::Kind::Host(h)) if h.tls.is_none() && h.protocol == 0 => h,
+            Some(pb::backend::Kind::Host(_)) => {
+                errs.push(
+                    res,
+                    field,
+                    format!(
+                        "backend {:?} sets `tls` or `protocol`, which are HTTP-only: a {name} \
+                         route forwards bytes unopened",
+                        b.key
+                    ),
+                );
+                continue;
+            }
+            _ => {
+                errs.push(
+                    res,
+                    field,
+                    format!(
+                        "backend {:?} is not a `host` backend: a {name} route forwards bytes to \
+                         a host:port",
+                        b.key
+                    ),
+                );
+                continue;
+            }
+        };
+        let weight = rb.weight.unwrap_or(1);
+        if weight == 0 {
+            continue;
+        }
+        backends.push(ir::StreamBackend {
+            key: b.key.as_str().into(),
+            address: host.address.as_str().into(),
+            weight,
+        });
+    }
+    if backends.is_empty() && errs.0.len() == before {
+        errs.push(
+            res,
+            "backends",
+            format!("a {name} route needs at least one backend with a weight above 0"),
+        );
+    }
+    (errs.0.len() == before).then(|| ir::StreamRoute {
+        key: r.key.as_str().into(),
+        hostnames,
+        backends,
+    })
+}
+
+/// Checks a TLS passthrough or TCP listener: no HTTP-only policies, and a TCP listener
+/// has no hostnames and one route.
+fn check_stream_listener(
+    l: &pb::Listener,
+    protocol: ir::StreamProtocol,
+    streams: &[Arc<ir::StreamRoute>],
+    by_target: &HashMap<(u8, &str), TargetPolicies>,
+    res: &str,
+    errs: &mut Errors,
+) {
+    let name = stream_protocol_name(protocol);
+    if by_target.contains_key(&(0, l.key.as_str())) {
+        errs.push(
+            res,
+            "policies",
+            format!("policies apply to HTTP listeners; this listener is {name}"),
+        );
+    }
+    if protocol == ir::StreamProtocol::Tcp {
+        if !l.hostnames.is_empty() {
+            errs.push(
+                res,
+                "hostnames",
+                "a TCP listener has no hostnames (TCP carries none)",
+            );
+        }
+        if streams.len() > 1 {
+            errs.push(
+                res,
+                "routes",
+                format!(
+                    "a TCP listener takes one route ({} given): nothing tells its connections apart",
+                    streams.len()
+                ),
+            );
+        }
     }
 }
 

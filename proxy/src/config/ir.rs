@@ -65,8 +65,20 @@ pub struct Bind {
     /// TLS termination for the whole bind (all its listeners are HTTPS), choosing the
     /// certificate by SNI.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Set when the bind forwards bytes instead of serving HTTP (all its listeners are
+    /// TLS passthrough, or its one listener is TCP).
+    pub stream: Option<StreamProtocol>,
     /// Listeners, in config order.
     pub listeners: Vec<Arc<Listener>>,
+}
+
+/// How a byte-forwarding bind picks a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamProtocol {
+    /// By the SNI of the client's TLS ClientHello; the TLS itself is not opened.
+    TlsPassthrough,
+    /// Every connection takes the one route.
+    Tcp,
 }
 
 impl Bind {
@@ -106,6 +118,80 @@ pub struct Listener {
     pub hostnames: Vec<HostPattern>,
     /// Routes in precedence order.
     pub routes: RouteTable,
+    /// Routes of a TLS passthrough or TCP listener, in config order (then `routes` is
+    /// empty).
+    pub streams: Vec<Arc<StreamRoute>>,
+}
+
+impl Listener {
+    /// Picks the stream route for an SNI name: the route whose hostnames match it most
+    /// specifically (exact, then the longest wildcard), else a route without hostnames.
+    pub fn stream_route_for(&self, sni: Option<&str>) -> Option<&Arc<StreamRoute>> {
+        let mut best: Option<(&Arc<StreamRoute>, (u8, usize))> = None;
+        for route in &self.streams {
+            let rank = if route.hostnames.is_empty() {
+                Some((0, 0))
+            } else {
+                sni.and_then(|h| {
+                    route
+                        .hostnames
+                        .iter()
+                        .filter(|p| p.matches(h))
+                        .map(HostPattern::specificity)
+                        .max()
+                })
+            };
+            if let Some(rank) = rank
+                && best.as_ref().is_none_or(|(_, r)| rank > *r)
+            {
+                best = Some((route, rank));
+            }
+        }
+        best.map(|(r, _)| r)
+    }
+}
+
+/// A route of a TLS passthrough or TCP listener: where its connections' bytes go.
+#[derive(Debug)]
+pub struct StreamRoute {
+    /// Key.
+    pub key: Arc<str>,
+    /// SNI names (TLS passthrough); empty takes all of the listener's.
+    pub hostnames: Vec<HostPattern>,
+    /// Weighted `host:port` destinations (at least one, weights > 0).
+    pub backends: Vec<StreamBackend>,
+}
+
+impl StreamRoute {
+    /// Picks a backend by weight.
+    pub fn choose_backend(&self) -> Option<&StreamBackend> {
+        use rand::Rng;
+        let total: u64 = self.backends.iter().map(|b| u64::from(b.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut pick = rand::rng().random_range(0..total);
+        self.backends.iter().find(|b| {
+            let w = u64::from(b.weight);
+            if pick < w {
+                true
+            } else {
+                pick -= w;
+                false
+            }
+        })
+    }
+}
+
+/// A destination of a stream route.
+#[derive(Debug)]
+pub struct StreamBackend {
+    /// Key of the backend.
+    pub key: Arc<str>,
+    /// `host:port`, resolved when a connection is forwarded.
+    pub address: Arc<str>,
+    /// Relative weight (> 0).
+    pub weight: u32,
 }
 
 /// A routing rule.

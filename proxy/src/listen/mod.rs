@@ -6,6 +6,7 @@
 //! transparent capture) can call too. Nothing here looks inside requests.
 
 pub mod capture;
+mod stream;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -365,6 +366,11 @@ impl Listeners {
         let counted = self.metrics.connection_opened(&key);
         let settings = config.settings;
         drop(config);
+        if let Some(protocol) = bind.stream {
+            self.forward_stream(bind, protocol, tcp, peer, counted)
+                .await;
+            return;
+        }
         match &bind.tls {
             None => {
                 let ctx = ConnContext {

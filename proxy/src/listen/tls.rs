@@ -19,6 +19,25 @@ use rustls::sign::CertifiedKey;
 use crate::config::FieldError;
 use crate::http::route::HostPattern;
 
+/// Parses a PEM certificate chain given inline (`what` names it in messages).
+pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what} is not a PEM certificate chain: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// Parses a PEM private key given inline (PKCS#8, PKCS#1 or SEC1). The message never
+/// quotes the key.
+pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| format!("{what} is not a PEM private key: {e}"))?
+        .ok_or_else(|| format!("{what} holds no PEM private key"))
+}
+
 /// Reads a PEM certificate chain.
 pub fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let file = File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
@@ -54,8 +73,29 @@ pub fn server_config(
                 reason,
             })
         };
-        let certs = read_certs(&c.cert_file).map_err(|e| err("certFile", e));
-        let key = read_key(&c.key_file).map_err(|e| err("keyFile", e));
+        // Each of certificate and key comes from a file or inline PEM, not both.
+        let certs = match (c.cert_file.is_empty(), c.cert_pem.is_empty()) {
+            (false, false) => Err(("certPem", "set certFile or certPem, not both".into())),
+            (true, false) => parse_certs(&c.cert_pem, "the inline PEM").map_err(|e| ("certPem", e)),
+            _ => read_certs(&c.cert_file).map_err(|e| ("certFile", e)),
+        }
+        .map_err(|(f, e)| err(f, e));
+        let key = match (c.key_file.is_empty(), c.private_key_pem.is_empty()) {
+            (false, false) => Err((
+                "privateKeyPem",
+                "set keyFile or privateKeyPem, not both".into(),
+            )),
+            (true, false) => {
+                parse_key(&c.private_key_pem, "the inline PEM").map_err(|e| ("privateKeyPem", e))
+            }
+            _ => read_key(&c.key_file).map_err(|e| ("keyFile", e)),
+        }
+        .map_err(|(f, e)| err(f, e));
+        let key_field = if c.private_key_pem.is_empty() {
+            "keyFile"
+        } else {
+            "privateKeyPem"
+        };
         let mut configured = Vec::new();
         for (i, h) in c.hostnames.iter().enumerate() {
             match HostPattern::parse(h) {
@@ -75,7 +115,7 @@ pub fn server_config(
             Ok(k) => Arc::new(k),
             Err(e) => {
                 err(
-                    "keyFile",
+                    key_field,
                     format!("does not match the certificate or is unsupported: {e}"),
                 );
                 continue;
@@ -151,5 +191,58 @@ impl ResolvesServerCert for SniResolver {
             })
             .or(self.default.as_ref())
             .cloned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn inline(names: &[&str]) -> ServerCertificate {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).unwrap();
+        ServerCertificate {
+            cert_pem: generated.cert.pem(),
+            private_key_pem: generated.signing_key.serialize_pem(),
+            ..ServerCertificate::default()
+        }
+    }
+
+    fn entry(c: ServerCertificate) -> Vec<(String, String, ServerCertificate)> {
+        vec![("listener \"l\"".into(), "tls.certificates[0]".into(), c)]
+    }
+
+    #[test]
+    fn a_certificate_given_as_inline_pem_is_served() {
+        let config = server_config(&entry(inline(&["a.example.com"]))).unwrap();
+        assert_eq!(config.alpn_protocols[0], b"h2");
+    }
+
+    #[test]
+    fn inline_pem_and_a_file_for_the_same_part_are_refused() {
+        let mut c = inline(&["a.example.com"]);
+        c.cert_file = "/etc/cert.pem".into();
+        c.key_file = "/etc/key.pem".into();
+        let errors = server_config(&entry(c)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "tls.certificates[0].certPem",
+                "tls.certificates[0].privateKeyPem"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_is_reported_without_quoting_it() {
+        let mut c = inline(&["a.example.com"]);
+        let other = inline(&["b.example.com"]);
+        c.private_key_pem = other.private_key_pem.clone();
+        let errors = server_config(&entry(c)).unwrap_err();
+        assert_eq!(errors[0].field, "tls.certificates[0].privateKeyPem");
+        let body: String = other.private_key_pem.lines().nth(1).unwrap().into();
+        assert!(!errors[0].reason.contains(&body), "{}", errors[0].reason);
     }
 }

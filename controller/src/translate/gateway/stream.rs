@@ -1,0 +1,289 @@
+//! TLSRoute and TCPRoute: routes whose connections are forwarded as bytes.
+//!
+//! A TLSRoute attaches to TLS listeners in mode Passthrough; its hostnames (intersected
+//! with the listener's) are the SNI names the proxy routes on. A TCPRoute attaches to TCP
+//! listeners and takes every connection. Either becomes one proxy route per listener
+//! (key `<listener>/<kind>/<ns>/<name>/00`) whose backends are the Service ports of all
+//! its rules' backendRefs, by weight; the proxy forwards to them unopened. There are no
+//! matches or filters to translate.
+//!
+//! A TCP listener serves one route (nothing tells its connections apart): when several
+//! TCPRoutes attach to one, the first by namespace and name is served and the others are
+//! refused on that listener (`Accepted: False`, reason `NotAllowedByListeners`). A route
+//! none of whose backends resolve attaches (it is valid) but is not served: its
+//! connections are reset, and `ResolvedRefs: False` says why.
+
+use std::collections::BTreeMap;
+
+use agentmesh_proto::config::v1 as pb;
+use agentmesh_proxy::http::route::HostPattern;
+use gateway_api::apis::standard::tlsroutes::TlsRoute;
+use gateway_api::experimental::tcproutes::TcpRoute;
+
+use super::attach::{self, ParentRef};
+use super::backends::{self, BackendRef, Grants, RefSide};
+use super::{GatewayState, Problem, RouteMeta, route_parent_status};
+use crate::objects::{GATEWAY_GROUP, ObjectRef, Objects};
+use crate::status::{Condition, StatusReport};
+
+/// A TLSRoute or TCPRoute, read into what both kinds share.
+struct StreamRoute<'a> {
+    meta: RouteMeta,
+    hostnames: &'a [String],
+    parents: Vec<ParentRef>,
+    /// (field, backendRef, weight) of every rule's backendRefs.
+    refs: Vec<(String, BackendRef<'a>, Option<i32>)>,
+}
+
+/// Translates one TLSRoute onto the Gateways it attaches to, and writes its status.
+pub(super) fn translate_tls(
+    route: &TlsRoute,
+    objects: &Objects,
+    grants: &Grants<'_>,
+    gateways: &mut [GatewayState],
+    status: &mut StatusReport,
+) {
+    let r = StreamRoute {
+        meta: RouteMeta {
+            kind: "TLSRoute",
+            reference: ObjectRef::of("TLSRoute", &route.metadata),
+            generation: route.metadata.generation.unwrap_or_default(),
+        },
+        hostnames: &route.spec.hostnames,
+        parents: route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| ParentRef {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect(),
+        refs: route
+            .spec
+            .rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rule)| {
+                rule.backend_refs.iter().enumerate().map(move |(k, b)| {
+                    (
+                        format!("spec.rules[{i}].backendRefs[{k}]"),
+                        BackendRef {
+                            group: b.group.as_deref(),
+                            kind: b.kind.as_deref(),
+                            name: &b.name,
+                            namespace: b.namespace.as_deref(),
+                            port: b.port,
+                        },
+                        b.weight,
+                    )
+                })
+            })
+            .collect(),
+    };
+    translate(r, objects, grants, gateways, status);
+}
+
+/// Translates one TCPRoute onto the Gateways it attaches to, and writes its status.
+pub(super) fn translate_tcp(
+    route: &TcpRoute,
+    objects: &Objects,
+    grants: &Grants<'_>,
+    gateways: &mut [GatewayState],
+    status: &mut StatusReport,
+) {
+    let r = StreamRoute {
+        meta: RouteMeta {
+            kind: "TCPRoute",
+            reference: ObjectRef::of("TCPRoute", &route.metadata),
+            generation: route.metadata.generation.unwrap_or_default(),
+        },
+        hostnames: &[],
+        parents: route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| ParentRef {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect(),
+        refs: route
+            .spec
+            .rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rule)| {
+                rule.backend_refs.iter().enumerate().map(move |(k, b)| {
+                    (
+                        format!("spec.rules[{i}].backendRefs[{k}]"),
+                        BackendRef {
+                            group: b.group.as_deref(),
+                            kind: b.kind.as_deref(),
+                            name: &b.name,
+                            namespace: b.namespace.as_deref(),
+                            port: b.port,
+                        },
+                        b.weight,
+                    )
+                })
+            })
+            .collect(),
+    };
+    translate(r, objects, grants, gateways, status);
+}
+
+fn translate(
+    r: StreamRoute<'_>,
+    objects: &Objects,
+    grants: &Grants<'_>,
+    gateways: &mut [GatewayState],
+    status: &mut StatusReport,
+) {
+    let meta = &r.meta;
+    let generation = meta.generation;
+    let mut hostnames = Vec::new();
+    let mut invalid = None;
+    for (i, h) in r.hostnames.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(_) => hostnames.push(h.trim().to_ascii_lowercase()),
+            Err(e) => {
+                invalid.get_or_insert(format!("spec.hostnames[{i}]: {e}"));
+            }
+        }
+    }
+    if r.refs.is_empty() {
+        invalid.get_or_insert_with(|| {
+            "spec.rules: at least one rule with a backendRef is required".to_string()
+        });
+    }
+
+    // Backends: a Service port each, spoken to as bytes (never HTTP/2, never TLS).
+    let mut route_backends = Vec::new();
+    let mut backends = BTreeMap::new();
+    let mut ref_problems: Vec<Problem> = Vec::new();
+    let from = RefSide {
+        group: GATEWAY_GROUP,
+        kind: meta.kind,
+        namespace: &meta.reference.namespace,
+    };
+    for (field, target, weight) in &r.refs {
+        let weight = match weight {
+            None => None,
+            Some(w) if *w >= 0 => Some(*w as u32),
+            Some(w) => {
+                invalid.get_or_insert(format!("{field}.weight: {w} is negative"));
+                continue;
+            }
+        };
+        match backends::resolve(
+            objects,
+            grants,
+            from,
+            target,
+            field,
+            pb::UpstreamProtocol::Auto,
+        ) {
+            Ok((key, mut backend)) => {
+                let key = key.strip_suffix("/h2").unwrap_or(&key).to_string();
+                backend.key = key.clone();
+                backend.name = key.clone();
+                if let Some(pb::backend::Kind::Host(h)) = &mut backend.kind {
+                    h.protocol = pb::UpstreamProtocol::Auto as i32;
+                }
+                route_backends.push(pb::RouteBackend {
+                    backend: key.clone(),
+                    weight,
+                });
+                backends.insert(key, backend);
+            }
+            Err(p) => ref_problems.push(p),
+        }
+    }
+
+    if let Some(message) = invalid {
+        let parents = attach::refuse(
+            meta,
+            &r.parents,
+            gateways,
+            Condition::no("Accepted", "UnsupportedValue", message, generation),
+        );
+        route_parent_status(meta, parents, 0, &[], &ref_problems, status);
+        return;
+    }
+    let (attachments, mut parents) =
+        attach::attach(meta, &hostnames, &r.parents, gateways, objects);
+    let serving = route_backends.iter().any(|b| b.weight != Some(0));
+    let mut refused = Vec::new();
+    let mut served = 0;
+    for a in &attachments {
+        let gateway = &mut gateways[a.gateway];
+        let listener = &mut gateway.listeners[a.listener];
+        let listener_key = listener.key.clone();
+        if meta.kind == "TCPRoute"
+            && let Some(other) = gateway
+                .resources
+                .routes
+                .iter()
+                .find(|route| route.listener_key == listener_key)
+        {
+            listener.attached_routes -= 1;
+            // Route names are `tcproute/<ns>/<name>/00`.
+            let mut parts = other.name.split('/').skip(1);
+            let (ns, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            refused.push(format!(
+                "listener {} already serves TCPRoute {ns}/{name} (a TCP listener serves one route)",
+                listener.name
+            ));
+            continue;
+        }
+        served += 1;
+        if !serving {
+            continue;
+        }
+        let name = meta.rule_key(0);
+        gateway.resources.routes.push(pb::Route {
+            key: format!("{listener_key}/{name}"),
+            name,
+            listener_key,
+            hostnames: a.hostnames.clone(),
+            matches: Vec::new(),
+            backends: route_backends.clone(),
+            policies: None,
+        });
+        for (key, backend) in &backends {
+            gateway.backends.insert(key.clone(), backend.clone());
+        }
+    }
+    if served == 0 && !refused.is_empty() {
+        for parent in &mut parents {
+            for c in &mut parent.conditions {
+                if c.type_ == "Accepted" && c.status == "True" {
+                    *c = Condition::no(
+                        "Accepted",
+                        "NotAllowedByListeners",
+                        refused.join("; "),
+                        generation,
+                    );
+                }
+            }
+        }
+    }
+    if !serving && ref_problems.is_empty() {
+        ref_problems.push(Problem::new(
+            "BackendNotFound",
+            "spec.rules: every backendRef has weight 0; connections are reset",
+        ));
+    }
+    route_parent_status(meta, parents, 1, &[], &ref_problems, status);
+}
