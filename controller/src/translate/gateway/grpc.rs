@@ -7,8 +7,6 @@
 //! part matches any name). Header matches and filters (header modifiers, mirror) are the
 //! HTTPRoute ones ([`super::http`], [`super::filters`]).
 
-use std::collections::BTreeMap;
-
 use agentmesh_proto::config::v1 as pb;
 use agentmesh_proxy::http::route::anchored;
 use gateway_api::apis::standard::grpcroutes::{
@@ -16,10 +14,9 @@ use gateway_api::apis::standard::grpcroutes::{
 };
 use gateway_api::apis::standard::httproutes::HttpRouteRulesMatchesHeaders;
 
-use super::attach::ParentRef;
-use super::backends::{BackendRef, Grants, RefSide};
+use super::backends::Grants;
 use super::filters::{self, RefContext};
-use super::http::{self, RuleOutput, Translated, WeightedRef};
+use super::http::{self, RequestRoute, RuleOutput};
 use super::{GatewayState, RouteMeta, RulePlan};
 use crate::objects::{ObjectRef, Objects};
 use crate::status::StatusReport;
@@ -32,64 +29,17 @@ pub(super) fn translate(
     gateways: &mut [GatewayState],
     status: &mut StatusReport,
 ) {
-    let meta = RouteMeta {
-        kind: "GRPCRoute",
-        reference: ObjectRef::of("GRPCRoute", &route.metadata),
-        generation: route.metadata.generation.unwrap_or_default(),
-    };
-    let parents: Vec<ParentRef> = route
-        .spec
-        .parent_refs
-        .iter()
-        .flatten()
-        .map(|p| ParentRef {
-            group: p.group.clone(),
-            kind: p.kind.clone(),
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            section_name: p.section_name.clone(),
-            port: p.port,
-        })
-        .collect();
-    let ctx = RefContext {
-        objects,
-        grants,
-        from: RefSide {
-            group: crate::objects::GATEWAY_GROUP,
+    RequestRoute {
+        meta: RouteMeta {
             kind: "GRPCRoute",
-            namespace: &meta.reference.namespace,
+            reference: ObjectRef::of("GRPCRoute", &route.metadata),
+            generation: route.metadata.generation.unwrap_or_default(),
         },
-    };
-    let default_rule = [GrpcRouteRules::default()];
-    let rules = match route.spec.rules.as_deref() {
-        None | Some([]) => &default_rule[..],
-        Some(rules) => rules,
-    };
-    let mut t = Translated {
-        plans: Vec::new(),
-        dropped: Vec::new(),
-        ref_problems: Vec::new(),
-        backends: BTreeMap::new(),
-    };
-    for (i, rule) in rules.iter().enumerate() {
-        match rule_plan(&meta, i, rule, &ctx) {
-            Ok(plan) => {
-                t.ref_problems.extend(plan.ref_problems);
-                t.backends.extend(plan.backends);
-                t.plans.push(plan.rule);
-            }
-            Err(why) => t.dropped.push((i, why)),
-        }
+        hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
+        parents: http::parent_refs!(route.spec.parent_refs),
+        rules: route.spec.rules.as_deref(),
     }
-    http::finish(
-        &meta,
-        route.spec.hostnames.as_deref().unwrap_or_default(),
-        &parents,
-        t,
-        gateways,
-        objects,
-        status,
-    );
+    .translate(rule_plan, objects, grants, gateways, status);
 }
 
 fn rule_plan(
@@ -111,29 +61,7 @@ fn rule_plan(
         .map(|(f, filter)| filters::as_http_filter(filter, &format!("{field}.filters[{f}]")))
         .collect::<Result<Vec<_>, String>>()?;
     let filtered = filters::translate(&rule_filters, &format!("{field}.filters"), ctx)?;
-    let mut refs = Vec::new();
-    for (k, b) in rule.backend_refs.iter().flatten().enumerate() {
-        let filters = b
-            .filters
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(f, filter)| {
-                filters::as_http_filter(filter, &format!("{field}.backendRefs[{k}].filters[{f}]"))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        refs.push(WeightedRef {
-            target: BackendRef {
-                group: b.group.as_deref(),
-                kind: b.kind.as_deref(),
-                name: &b.name,
-                namespace: b.namespace.as_deref(),
-                port: b.port,
-            },
-            weight: b.weight,
-            filters,
-        });
-    }
+    let refs = http::weighted_refs!(rule.backend_refs, &field);
     let mut out = RuleOutput {
         rule: RulePlan {
             index,

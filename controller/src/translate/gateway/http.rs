@@ -35,6 +35,63 @@ use crate::status::{Condition, StatusReport};
 /// The body of the 500 a rule answers when it has no backend to send to.
 pub(super) const NO_BACKEND_BODY: &str = "no backend is available for this route\n";
 
+/// A route's `spec.parentRefs` as [`ParentRef`]s: every route kind has its own type for
+/// them, all of the same shape.
+macro_rules! parent_refs {
+    ($refs:expr) => {
+        $refs
+            .iter()
+            .flatten()
+            .map(|p| $crate::translate::gateway::attach::ParentRef {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+pub(super) use parent_refs;
+
+/// A rule's `backendRefs` (`$refs`, an `Option<Vec<_>>` of the route kind's own type, of
+/// the HTTPRoute shape) as [`WeightedRef`]s; a filter that is not an HTTPRoute filter
+/// returns its error from the calling function.
+macro_rules! weighted_refs {
+    ($refs:expr, $field:expr) => {{
+        let field: &str = $field;
+        let mut refs = Vec::new();
+        for (k, b) in $refs.iter().flatten().enumerate() {
+            let filters = b
+                .filters
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(f, filter)| {
+                    $crate::translate::gateway::filters::as_http_filter(
+                        filter,
+                        &format!("{field}.backendRefs[{k}].filters[{f}]"),
+                    )
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            refs.push($crate::translate::gateway::http::WeightedRef {
+                target: $crate::translate::gateway::backends::BackendRef {
+                    group: b.group.as_deref(),
+                    kind: b.kind.as_deref(),
+                    name: &b.name,
+                    namespace: b.namespace.as_deref(),
+                    port: b.port,
+                },
+                weight: b.weight,
+                filters,
+            });
+        }
+        refs
+    }};
+}
+pub(super) use weighted_refs;
+
 /// Translates one HTTPRoute onto the Gateways it attaches to, and writes its status.
 pub(super) fn translate(
     route: &HttpRoute,
@@ -43,67 +100,83 @@ pub(super) fn translate(
     gateways: &mut [GatewayState],
     status: &mut StatusReport,
 ) {
-    let meta = RouteMeta {
-        kind: "HTTPRoute",
-        reference: ObjectRef::of("HTTPRoute", &route.metadata),
-        generation: route.metadata.generation.unwrap_or_default(),
-    };
-    let parents: Vec<ParentRef> = route
-        .spec
-        .parent_refs
-        .iter()
-        .flatten()
-        .map(|p| ParentRef {
-            group: p.group.clone(),
-            kind: p.kind.clone(),
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            section_name: p.section_name.clone(),
-            port: p.port,
-        })
-        .collect();
-    let ctx = RefContext {
-        objects,
-        grants,
-        from: RefSide {
-            group: crate::objects::GATEWAY_GROUP,
+    RequestRoute {
+        meta: RouteMeta {
             kind: "HTTPRoute",
-            namespace: &meta.reference.namespace,
+            reference: ObjectRef::of("HTTPRoute", &route.metadata),
+            generation: route.metadata.generation.unwrap_or_default(),
         },
-    };
-    let default_rule = [HttpRouteRules::default()];
-    let rules = match route.spec.rules.as_deref() {
-        None | Some([]) => &default_rule[..],
-        Some(rules) => rules,
-    };
-    let mut plans = Vec::new();
-    let mut dropped = Vec::new();
-    let mut ref_problems = Vec::new();
-    let mut backends = BTreeMap::new();
-    for (i, rule) in rules.iter().enumerate() {
-        match rule_plan(&meta, i, rule, &ctx) {
-            Ok(plan) => {
-                ref_problems.extend(plan.ref_problems);
-                backends.extend(plan.backends);
-                plans.push(plan.rule);
-            }
-            Err(why) => dropped.push((i, why)),
-        }
+        hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
+        parents: parent_refs!(route.spec.parent_refs),
+        rules: route.spec.rules.as_deref(),
     }
-    finish(
-        &meta,
-        route.spec.hostnames.as_deref().unwrap_or_default(),
-        &parents,
-        Translated {
-            plans,
-            dropped,
-            ref_problems,
-            backends,
-        },
-        gateways,
-        objects,
-        status,
-    );
+    .translate(rule_plan, objects, grants, gateways, status);
+}
+
+/// An HTTPRoute or GRPCRoute, read into what both kinds share; `R` is the kind's rule.
+pub(super) struct RequestRoute<'a, R> {
+    /// The route's identity.
+    pub meta: RouteMeta,
+    /// `spec.hostnames`.
+    pub hostnames: &'a [String],
+    /// `spec.parentRefs`.
+    pub parents: Vec<ParentRef>,
+    /// `spec.rules`; none (or an empty list) is one default rule.
+    pub rules: Option<&'a [R]>,
+}
+
+impl<R: Default> RequestRoute<'_, R> {
+    /// Plans every rule with `rule_plan`, then attaches the route and writes its status
+    /// ([`finish`]).
+    pub(super) fn translate(
+        self,
+        rule_plan: impl Fn(&RouteMeta, usize, &R, &RefContext<'_>) -> Result<RuleOutput, String>,
+        objects: &Objects,
+        grants: &Grants<'_>,
+        gateways: &mut [GatewayState],
+        status: &mut StatusReport,
+    ) {
+        let meta = &self.meta;
+        let ctx = RefContext {
+            objects,
+            grants,
+            from: RefSide {
+                group: crate::objects::GATEWAY_GROUP,
+                kind: meta.kind,
+                namespace: &meta.reference.namespace,
+            },
+        };
+        let default_rule = [R::default()];
+        let rules = match self.rules {
+            None | Some([]) => &default_rule[..],
+            Some(rules) => rules,
+        };
+        let mut t = Translated {
+            plans: Vec::new(),
+            dropped: Vec::new(),
+            ref_problems: Vec::new(),
+            backends: BTreeMap::new(),
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            match rule_plan(meta, i, rule, &ctx) {
+                Ok(plan) => {
+                    t.ref_problems.extend(plan.ref_problems);
+                    t.backends.extend(plan.backends);
+                    t.plans.push(plan.rule);
+                }
+                Err(why) => t.dropped.push((i, why)),
+            }
+        }
+        finish(
+            meta,
+            self.hostnames,
+            &self.parents,
+            t,
+            gateways,
+            objects,
+            status,
+        );
+    }
 }
 
 /// A route's rules, translated.
@@ -235,29 +308,7 @@ fn rule_plan(
     {
         policy.retry = Some(retry_policy(retry, &format!("{field}.retry"))?);
     }
-    let mut refs: Vec<WeightedRef<'_>> = Vec::new();
-    for (k, b) in rule.backend_refs.iter().flatten().enumerate() {
-        let filters = b
-            .filters
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(f, filter)| {
-                filters::as_http_filter(filter, &format!("{field}.backendRefs[{k}].filters[{f}]"))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        refs.push(WeightedRef {
-            target: BackendRef {
-                group: b.group.as_deref(),
-                kind: b.kind.as_deref(),
-                name: &b.name,
-                namespace: b.namespace.as_deref(),
-                port: b.port,
-            },
-            weight: b.weight,
-            filters,
-        });
-    }
+    let refs = weighted_refs!(rule.backend_refs, &field);
     let mut out = RuleOutput {
         rule: RulePlan {
             index,

@@ -22,6 +22,7 @@ use gateway_api::experimental::tcproutes::TcpRoute;
 
 use super::attach::{self, ParentRef};
 use super::backends::{self, BackendRef, Grants, RefSide};
+use super::http::parent_refs;
 use super::{GatewayState, Problem, RouteMeta, route_parent_status};
 use crate::objects::{GATEWAY_GROUP, ObjectRef, Objects};
 use crate::status::{Condition, StatusReport};
@@ -35,6 +36,44 @@ struct StreamRoute<'a> {
     refs: Vec<(String, BackendRef<'a>, Option<i32>)>,
 }
 
+/// Reads a TLSRoute or TCPRoute (`$route`, of kind `$kind`, with SNI names `$hostnames`)
+/// into a [`StreamRoute`]: the two kinds have their own types for parentRefs, rules and
+/// backendRefs, all of the same shape.
+macro_rules! stream_route {
+    ($route:expr, $kind:literal, $hostnames:expr) => {
+        StreamRoute {
+            meta: RouteMeta {
+                kind: $kind,
+                reference: ObjectRef::of($kind, &$route.metadata),
+                generation: $route.metadata.generation.unwrap_or_default(),
+            },
+            hostnames: $hostnames,
+            parents: parent_refs!($route.spec.parent_refs),
+            refs: $route
+                .spec
+                .rules
+                .iter()
+                .enumerate()
+                .flat_map(|(i, rule)| {
+                    rule.backend_refs.iter().enumerate().map(move |(k, b)| {
+                        (
+                            format!("spec.rules[{i}].backendRefs[{k}]"),
+                            BackendRef {
+                                group: b.group.as_deref(),
+                                kind: b.kind.as_deref(),
+                                name: &b.name,
+                                namespace: b.namespace.as_deref(),
+                                port: b.port,
+                            },
+                            b.weight,
+                        )
+                    })
+                })
+                .collect(),
+        }
+    };
+}
+
 /// Translates one TLSRoute onto the Gateways it attaches to, and writes its status.
 pub(super) fn translate_tls(
     route: &TlsRoute,
@@ -43,49 +82,7 @@ pub(super) fn translate_tls(
     gateways: &mut [GatewayState],
     status: &mut StatusReport,
 ) {
-    let r = StreamRoute {
-        meta: RouteMeta {
-            kind: "TLSRoute",
-            reference: ObjectRef::of("TLSRoute", &route.metadata),
-            generation: route.metadata.generation.unwrap_or_default(),
-        },
-        hostnames: &route.spec.hostnames,
-        parents: route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                section_name: p.section_name.clone(),
-                port: p.port,
-            })
-            .collect(),
-        refs: route
-            .spec
-            .rules
-            .iter()
-            .enumerate()
-            .flat_map(|(i, rule)| {
-                rule.backend_refs.iter().enumerate().map(move |(k, b)| {
-                    (
-                        format!("spec.rules[{i}].backendRefs[{k}]"),
-                        BackendRef {
-                            group: b.group.as_deref(),
-                            kind: b.kind.as_deref(),
-                            name: &b.name,
-                            namespace: b.namespace.as_deref(),
-                            port: b.port,
-                        },
-                        b.weight,
-                    )
-                })
-            })
-            .collect(),
-    };
+    let r = stream_route!(route, "TLSRoute", &route.spec.hostnames);
     translate(r, objects, grants, gateways, status);
 }
 
@@ -97,49 +94,7 @@ pub(super) fn translate_tcp(
     gateways: &mut [GatewayState],
     status: &mut StatusReport,
 ) {
-    let r = StreamRoute {
-        meta: RouteMeta {
-            kind: "TCPRoute",
-            reference: ObjectRef::of("TCPRoute", &route.metadata),
-            generation: route.metadata.generation.unwrap_or_default(),
-        },
-        hostnames: &[],
-        parents: route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                section_name: p.section_name.clone(),
-                port: p.port,
-            })
-            .collect(),
-        refs: route
-            .spec
-            .rules
-            .iter()
-            .enumerate()
-            .flat_map(|(i, rule)| {
-                rule.backend_refs.iter().enumerate().map(move |(k, b)| {
-                    (
-                        format!("spec.rules[{i}].backendRefs[{k}]"),
-                        BackendRef {
-                            group: b.group.as_deref(),
-                            kind: b.kind.as_deref(),
-                            name: &b.name,
-                            namespace: b.namespace.as_deref(),
-                            port: b.port,
-                        },
-                        b.weight,
-                    )
-                })
-            })
-            .collect(),
-    };
+    let r = stream_route!(route, "TCPRoute", &[]);
     translate(r, objects, grants, gateways, status);
 }
 
