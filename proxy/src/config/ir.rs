@@ -85,28 +85,38 @@ impl Bind {
     /// Picks the listener for a request host: an exact hostname first, then the longest
     /// wildcard, then a listener without hostnames.
     pub fn listener_for(&self, host: Option<&str>) -> Option<&Arc<Listener>> {
-        let mut best: Option<(&Arc<Listener>, (u8, usize))> = None;
-        for listener in &self.listeners {
-            let rank = if listener.hostnames.is_empty() {
-                Some((0, 0))
-            } else {
-                host.and_then(|h| {
-                    listener
-                        .hostnames
-                        .iter()
-                        .filter(|p| p.matches(h))
-                        .map(HostPattern::specificity)
-                        .max()
-                })
-            };
-            if let Some(rank) = rank
-                && best.as_ref().is_none_or(|(_, r)| rank > *r)
-            {
-                best = Some((listener, rank));
-            }
-        }
-        best.map(|(l, _)| l)
+        most_specific(&self.listeners, |l| &l.hostnames, host)
     }
+}
+
+/// The item whose hostnames match `host` most specifically (exact, then the longest
+/// wildcard), else one without hostnames (it takes any host); the first wins a tie.
+fn most_specific<'a, T>(
+    items: &'a [T],
+    hostnames: impl Fn(&T) -> &[HostPattern],
+    host: Option<&str>,
+) -> Option<&'a T> {
+    let mut best: Option<(&T, (u8, usize))> = None;
+    for item in items {
+        let patterns = hostnames(item);
+        let rank = if patterns.is_empty() {
+            Some((0, 0))
+        } else {
+            host.and_then(|h| {
+                patterns
+                    .iter()
+                    .filter(|p| p.matches(h))
+                    .map(HostPattern::specificity)
+                    .max()
+            })
+        };
+        if let Some(rank) = rank
+            && best.as_ref().is_none_or(|(_, r)| rank > *r)
+        {
+            best = Some((item, rank));
+        }
+    }
+    best.map(|(item, _)| item)
 }
 
 /// A set of hostnames on a bind, with its routes.
@@ -127,27 +137,7 @@ impl Listener {
     /// Picks the stream route for an SNI name: the route whose hostnames match it most
     /// specifically (exact, then the longest wildcard), else a route without hostnames.
     pub fn stream_route_for(&self, sni: Option<&str>) -> Option<&Arc<StreamRoute>> {
-        let mut best: Option<(&Arc<StreamRoute>, (u8, usize))> = None;
-        for route in &self.streams {
-            let rank = if route.hostnames.is_empty() {
-                Some((0, 0))
-            } else {
-                sni.and_then(|h| {
-                    route
-                        .hostnames
-                        .iter()
-                        .filter(|p| p.matches(h))
-                        .map(HostPattern::specificity)
-                        .max()
-                })
-            };
-            if let Some(rank) = rank
-                && best.as_ref().is_none_or(|(_, r)| rank > *r)
-            {
-                best = Some((route, rank));
-            }
-        }
-        best.map(|(r, _)| r)
+        most_specific(&self.streams, |r| &r.hostnames, sni)
     }
 }
 
