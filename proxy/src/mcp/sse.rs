@@ -35,7 +35,7 @@ use super::inbox::Inbox;
 use super::jsonrpc::{self, code};
 use super::relay::Relay;
 use super::remote::HttpAddress;
-use super::streamable::{EventStream, SseParser, read_limited};
+use super::streamable::{EventStream, SseParser, event_stream_get, read_limited};
 use super::upstream::{
     Reply, TargetError, UpstreamSession, initialize_request, negotiated_version, reply_from, within,
 };
@@ -189,19 +189,9 @@ impl SseTarget {
 
     /// `GET` the SSE URL and wait for the `endpoint` event.
     async fn connect(&self) -> Result<Arc<SseConnection>, TargetError> {
-        let mut req = Request::new(body::empty());
-        *req.uri_mut() = self
-            .path
-            .as_str()
-            .parse()
-            .map_err(|_| TargetError::Protocol("invalid path".into()))?;
-        let h = req.headers_mut();
-        h.insert(header::HOST, self.host.clone());
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let mut req = event_stream_get(&self.path, &self.host)?;
+        req.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let resp = self.client.send(req).await?;
         if !resp.status().is_success() {
             return Err(TargetError::Status(resp.status()));

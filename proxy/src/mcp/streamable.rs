@@ -467,18 +467,8 @@ impl HttpTarget {
         session: Option<&str>,
         version: Option<&str>,
     ) -> Result<Request<body::Body>, TargetError> {
-        let mut req = Request::new(body::empty());
-        *req.uri_mut() = self
-            .path
-            .as_str()
-            .parse()
-            .map_err(|_| TargetError::Protocol("invalid path".into()))?;
+        let mut req = event_stream_get(&self.path, &self.host)?;
         let h = req.headers_mut();
-        h.insert(header::HOST, self.host.clone());
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/event-stream"),
-        );
         if let Some(id) = session {
             h.insert(SESSION_HEADER, header_value(id)?);
         }
@@ -728,6 +718,26 @@ impl SseParser {
     pub fn pending_len(&self) -> usize {
         self.buf.len() + self.data.as_ref().map_or(0, String::len)
     }
+}
+
+/// A `GET` of `path` on `host` asking for an event stream (the start of every
+/// server-to-client stream, on either HTTP transport).
+pub(super) fn event_stream_get(
+    path: &http::uri::PathAndQuery,
+    host: &HeaderValue,
+) -> Result<Request<body::Body>, TargetError> {
+    let mut req = Request::new(body::empty());
+    *req.uri_mut() = path
+        .as_str()
+        .parse()
+        .map_err(|_| TargetError::Protocol("invalid path".into()))?;
+    let h = req.headers_mut();
+    h.insert(header::HOST, host.clone());
+    h.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    Ok(req)
 }
 
 #[cfg(test)]
