@@ -9,12 +9,14 @@
 //! it does not have yet, and only those, whenever its snapshot changes. [`render`]
 //! gives each Gateway of our class the Deployment and Service that run its proxy.
 
+pub mod addresses;
 pub mod ads;
 pub mod auth;
 pub mod crd;
 pub mod folder;
 pub mod kubernetes;
 pub mod objects;
+pub mod redact;
 pub mod render;
 pub mod snapshot;
 pub mod status;

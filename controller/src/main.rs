@@ -45,10 +45,6 @@ enum Command {
         /// The kubeconfig file to use with `--kubernetes`.
         #[arg(long, value_name = "FILE", conflicts_with = "folder")]
         kubeconfig: Option<PathBuf>,
-        /// The audience proxies' projected service-account tokens must be issued for
-        /// (`--kubernetes`).
-        #[arg(long, default_value = "agentmesh", env = "AGENTMESH_TOKEN_AUDIENCE")]
-        token_audience: String,
         /// Address of the xDS (gRPC) server.
         #[arg(long, default_value = "127.0.0.1:16010", env = "AGENTMESH_XDS_ADDR")]
         xds_addr: SocketAddr,
@@ -68,9 +64,13 @@ enum Command {
         /// applies them; see `render`).
         #[command(flatten)]
         gateways: agentmesh_controller::render::RenderOptions,
+        /// How replicas elect the one that writes to the API server (`--kubernetes`).
+        #[command(flatten)]
+        election: agentmesh_controller::kubernetes::leader::ElectionOptions,
     },
     /// Print what a folder translates to: the resources each gateway (and standalone
     /// proxy) is served, by resource name, and the status of every object (JSON).
+    /// Private keys are printed as a SHA-256 fingerprint, never as themselves.
     Translate {
         /// The folder of manifests.
         #[arg(short = 'f', long = "folder", value_name = "DIR")]
@@ -104,9 +104,11 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Translate { folder: dir } => match folder::load(&dir) {
             Ok(catalog) => {
+                let mut printed = catalog.to_json();
+                agentmesh_controller::redact::private_keys(&mut printed);
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&catalog.to_json()).unwrap_or_default()
+                    serde_json::to_string_pretty(&printed).unwrap_or_default()
                 );
                 ExitCode::SUCCESS
             }
@@ -151,11 +153,11 @@ fn main() -> ExitCode {
             folder: dir,
             kubernetes: _,
             kubeconfig,
-            token_audience,
             xds_addr,
             token_file,
             log_level,
             gateways,
+            election,
         } => {
             let filter = match tracing_subscriber::EnvFilter::try_new(&log_level) {
                 Ok(f) => f,
@@ -177,8 +179,9 @@ fn main() -> ExitCode {
                 },
                 None => Source::Kubernetes {
                     kubeconfig,
-                    audience: token_audience,
+                    audience: gateways.token_audience.clone(),
                     gateways,
+                    election,
                 },
             };
             let runtime = match tokio::runtime::Runtime::new() {
@@ -242,6 +245,7 @@ enum Source {
         kubeconfig: Option<PathBuf>,
         audience: String,
         gateways: agentmesh_controller::render::RenderOptions,
+        election: agentmesh_controller::kubernetes::leader::ElectionOptions,
     },
 }
 
@@ -252,27 +256,34 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
             kubeconfig,
             audience,
             gateways,
+            election,
         } => {
             use agentmesh_controller::kubernetes;
             let client = kubernetes::client(kubeconfig.as_deref()).await?;
             tracing::info!("reading objects from the Kubernetes API");
             let source = kubernetes::source::follow(client.clone(), kubernetes::kinds()).await;
-            tokio::spawn(kubernetes::status::run(client.clone(), source.clone()));
-            // Each Gateway of our class gets its Deployment and Service (server-side apply).
-            let applier = client.clone();
-            tokio::spawn(agentmesh_controller::render::provision(
-                source.catalogs.clone(),
-                gateways,
-                move |object| {
-                    let client = applier.clone();
-                    async move {
-                        kubernetes::apply::apply(&client, &object)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }
-                },
-            ));
+            // Only the leader writes: status, and each Gateway's Deployment and Service
+            // (server-side apply). Every replica serves xDS.
+            let leading = kubernetes::leader::spawn(client.clone(), &election);
+            let (writer, writes) = (client.clone(), source.clone());
+            tokio::spawn(kubernetes::leader::while_leading(leading, move || {
+                let status = tokio::spawn(kubernetes::status::run(writer.clone(), writes.clone()));
+                let applier = writer.clone();
+                let provision = tokio::spawn(agentmesh_controller::render::provision(
+                    writes.catalogs.clone(),
+                    gateways.clone(),
+                    move |object| {
+                        let client = applier.clone();
+                        async move {
+                            kubernetes::apply::apply(&client, &object)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        }
+                    },
+                ));
+                vec![status, provision]
+            }));
             let reviewer = kubernetes::token_review::TokenReviewer::new(
                 client,
                 audience,

@@ -29,8 +29,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::objects::{CONTROLLER_NAME, GATEWAY_GROUP, ObjectRef, Objects};
 
-/// The audience of the service-account token the gateway presents to the controller,
-/// which checks it with a TokenReview.
+/// The default audience of the service-account token a proxy presents to the controller,
+/// which checks it with a TokenReview (`--token-audience`).
 pub const TOKEN_AUDIENCE: &str = "agentmesh";
 
 /// Where the projected token is mounted in the gateway's container.
@@ -76,6 +76,16 @@ pub struct RenderOptions {
         value_parser = ["LoadBalancer", "NodePort", "ClusterIP"]
     )]
     pub service_type: String,
+    /// The audience proxies' projected service-account tokens are issued for: the
+    /// gateways' tokens are requested with it, and `serve --kubernetes` accepts only
+    /// tokens for it.
+    #[arg(
+        long = "token-audience",
+        env = "AGENTMESH_TOKEN_AUDIENCE",
+        value_name = "AUDIENCE",
+        default_value = TOKEN_AUDIENCE
+    )]
+    pub token_audience: String,
 }
 
 /// What one Gateway needs in the cluster.
@@ -147,6 +157,8 @@ fn render_gateway(
         reason,
     };
     let ports = ports(gateway).map_err(|(field, reason)| error(field, reason))?;
+    let addresses =
+        crate::addresses::read(gateway).map_err(|p| error(p.field.clone(), p.message))?;
     let name = object_name(&reference.name, &gateway.spec.gateway_class_name);
     let infrastructure = gateway.spec.infrastructure.clone().unwrap_or_default();
     let mut labels = BTreeMap::from([
@@ -212,10 +224,24 @@ fn render_gateway(
         }),
         status: None,
     };
+    // `spec.addresses`: IPs the Service takes traffic on, and hostnames ExternalDNS
+    // publishes for it.
+    let mut service_meta = meta;
+    if !addresses.hostnames.is_empty() {
+        service_meta
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                crate::addresses::EXTERNAL_DNS_HOSTNAME.into(),
+                addresses.hostnames.join(","),
+            );
+    }
+    let external_ips: Vec<String> = addresses.ips.iter().map(|ip| ip.to_string()).collect();
     let service = Service {
-        metadata: meta,
+        metadata: service_meta,
         spec: Some(ServiceSpec {
             type_: Some(options.service_type.clone()),
+            external_ips: (!external_ips.is_empty()).then_some(external_ips),
             selector: Some(selector),
             ports: Some(
                 ports
@@ -355,7 +381,7 @@ fn pod_spec(reference: &ObjectRef, ports: &[Port], options: &RenderOptions) -> P
             projected: Some(ProjectedVolumeSource {
                 sources: Some(vec![VolumeProjection {
                     service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some(TOKEN_AUDIENCE.into()),
+                        audience: Some(options.token_audience.clone()),
                         expiration_seconds: Some(3600),
                         path: "token".into(),
                     }),
@@ -587,6 +613,7 @@ mod tests {
             image: "proxy:test".into(),
             xds_address: "http://controller:16010".into(),
             service_type: "ClusterIP".into(),
+            token_audience: TOKEN_AUDIENCE.into(),
         };
         let task = tokio::spawn(provision(catalogs, options, move |object| {
             let tx = applied_tx.clone();

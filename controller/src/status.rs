@@ -88,6 +88,16 @@ pub struct ListenerStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// An address bound to a Gateway (Gateway API `GatewayStatusAddress`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusAddress {
+    /// `IPAddress` or `Hostname`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The address.
+    pub value: String,
+}
+
 /// The status of one object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -95,12 +105,21 @@ pub struct ObjectStatus {
     /// Object-level conditions (GatewayClass, Gateway, our CRDs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Addresses bound to a Gateway: those its spec asks for that agentmesh gives it,
+    /// then those its Service's load balancer reports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<StatusAddress>,
     /// Per-listener status (Gateway), by listener name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub listeners: BTreeMap<String, ListenerStatus>,
     /// Per-parent status (routes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<ParentStatus>,
+    /// Parents (`ns/name`, with sectionName and port when set) of a route's
+    /// `status.parents` entries written by agentmesh for a parent the route no longer
+    /// has: the controller removes those entries (and keeps other controllers').
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_parents: Vec<String>,
 }
 
 /// The status of every object translation has something to say about.

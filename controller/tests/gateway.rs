@@ -190,6 +190,30 @@ async fn gateway_serves_its_routes_follows_changes_and_outlives_the_controller()
         Some("one")
     );
 
+    // Two routes with the same match: the older by creationTimestamp is served, although
+    // the other comes first by name (the Gateway API's tie-break).
+    let aged = |name: &str, created: &str, service: &str, addr: SocketAddr| {
+        route(&[("/same", service, addr)]).replace(
+            "name: api\n",
+            &format!("name: {name}\n  creationTimestamp: \"{created}\"\n"),
+        )
+    };
+    write_atomically(
+        &folder,
+        "30-age.yaml",
+        &format!(
+            "{}---\n{}",
+            aged("aaa-newer", "2026-11-20T10:00:09Z", "two", two),
+            aged("zzz-older", "2026-11-20T10:00:01Z", "one", one)
+        ),
+    );
+    // Both routes arrive in one update (one file), so the first answer is the final one.
+    let body = eventually("the tied routes serve", CHANGE_BOUND, || {
+        served(http_port, "/same/x")
+    })
+    .await;
+    assert_eq!(body, "one", "the newer of two tied routes is served");
+
     // A broken manifest: `status` says which file and why; the gateway keeps serving.
     write_atomically(
         &folder,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use fake_api::{FakeApi, Recorded, TokenInfo};
 use serde_json::{Value, json};
-use support::{Process, eventually, free_port, get, proxy_binary, upstream, workspace};
+use support::{Process, eventually, free_port, get, grpcurl_ads, proxy_binary, upstream};
 
 /// How long anything may take to show (generous for a loaded 2-core CI box; the real
 /// figure is milliseconds).
@@ -34,9 +34,19 @@ const OTHER_CONTROLLER: &str = "example.com/other-controller";
 /// Starts `agentmesh-controller serve --kubernetes` against `fake`; waits until it
 /// listens (which it does only once every kind has been listed).
 async fn start_controller(fake: &FakeApi, dir: &Path, xds_port: u16) -> Process {
+    start_controller_with(fake, dir, xds_port, &[]).await
+}
+
+/// [`start_controller`] with extra arguments.
+async fn start_controller_with(
+    fake: &FakeApi,
+    dir: &Path,
+    xds_port: u16,
+    extra: &[&str],
+) -> Process {
     let kubeconfig = dir.join("kubeconfig");
     fake.write_kubeconfig(&kubeconfig);
-    let args = vec![
+    let mut args = vec![
         "serve".to_string(),
         "--kubernetes".into(),
         "--kubeconfig".into(),
@@ -46,6 +56,7 @@ async fn start_controller(fake: &FakeApi, dir: &Path, xds_port: u16) -> Process 
         "--log-level".into(),
         "info,agentmesh_controller=debug".into(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     let controller = Process::start(
         Path::new(env!("CARGO_BIN_EXE_agentmesh-controller")),
         &args,
@@ -323,6 +334,26 @@ async fn a_gateway_is_served_from_the_cluster_follows_watch_events_and_gets_stat
     );
     assert_eq!(applied.body["kind"], "Deployment");
 
+    // The route leaves our Gateway for the other controller's: our entry is removed from
+    // its status, the other controller's is kept as it was.
+    let mut moved = route(&[("/one", "one", one)]);
+    moved["spec"]["parentRefs"] = json!([{"name": "theirs"}]);
+    fake.apply(moved);
+    let parents = eventually("our stale parent entry is removed", BOUND, || async {
+        let stored = fake.get(GATEWAY_API, "HTTPRoute", "default", "api")?;
+        let parents = stored["status"]["parents"].as_array()?.clone();
+        (parents.len() == 1).then_some(parents)
+    })
+    .await;
+    assert_eq!(
+        parents[0]["controllerName"], OTHER_CONTROLLER,
+        "{parents:?}"
+    );
+    assert_eq!(
+        parents[0]["conditions"][0]["lastTransitionTime"],
+        "2021-05-05T05:05:05Z"
+    );
+
     // The missing TCPRoute CRD was reported once and did not stop anything.
     let log = controller.output();
     let absent = log
@@ -337,51 +368,13 @@ async fn a_gateway_is_served_from_the_cluster_follows_watch_events_and_gets_stat
 /// Runs one ADS stream with grpcurl as `node`, presenting `token`: its stdout, stderr
 /// and success.
 async fn ads_stream(port: u16, node: &str, token: &str) -> (String, String, bool) {
-    let grpcurl = workspace().join("target/venvs/grpc/bin/grpcurl");
-    assert!(
-        grpcurl.exists(),
-        "{} is missing: run scripts/install-xds-deps.sh",
-        grpcurl.display()
-    );
     let request = json!({
         "node": {"id": node},
         "typeUrl": "type.googleapis.com/agentmesh.xds.v1.ConfigResource",
         "resourceNamesSubscribe": ["*"],
     })
     .to_string();
-    let proto_dir = workspace().join("proto/proto");
-    let header = format!("authorization: Bearer {token}");
-    let output =
-        tokio::task::spawn_blocking(move || {
-            let mut child = std::process::Command::new(grpcurl)
-            .args(["-plaintext", "-max-time", "10", "-H", &header, "-import-path"])
-            .arg(&proto_dir)
-            .args([
-                "-proto",
-                "envoy/service/discovery/v3/ads.proto",
-                "-proto",
-                "agentmesh/xds/v1/resource.proto",
-                "-d",
-                "@",
-                &format!("127.0.0.1:{port}"),
-                "envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(request.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
+    let output = grpcurl_ads(port, &[format!("authorization: Bearer {token}")], request).await;
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -571,4 +564,115 @@ fn serve_takes_exactly_one_of_folder_and_kubernetes() {
     let (code, stderr) = run(&["serve", "--folder", "/tmp", "--kubeconfig", "/tmp/k"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--kubeconfig"), "{stderr}");
+}
+
+/// The leader Lease as the fake API server holds it.
+fn lease(fake: &FakeApi) -> Option<Value> {
+    fake.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "agentmesh-system",
+        "agentmesh-controller",
+    )
+}
+
+/// How many status writes a replica logged.
+fn status_writes(replica: &Process) -> usize {
+    replica
+        .output()
+        .lines()
+        .filter(|l| l.contains("status written"))
+        .count()
+}
+
+/// Two replicas against one API server: both serve xDS, only the holder of the Lease
+/// writes status; when the leader is gone (killed, so it never gives the Lease back), the
+/// other replica takes the Lease over once it has expired and writes from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_status_and_another_replica_takes_over_when_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&dir_a).unwrap();
+    std::fs::create_dir(&dir_b).unwrap();
+    let fake = FakeApi::start().await;
+    fake.absent("gateway.networking.k8s.io/v1alpha2", "TCPRoute");
+    fake.apply(json!({
+        "apiVersion": GATEWAY_API, "kind": "GatewayClass",
+        "metadata": {"name": "agentmesh"},
+        "spec": {"controllerName": "agentmesh.dev/gateway-controller"},
+    }));
+    fake.apply(json!({
+        "apiVersion": GATEWAY_API, "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"gatewayClassName": "agentmesh",
+                 "listeners": [{"name": "http", "protocol": "HTTP", "port": free_port()}]},
+    }));
+    let backend = SocketAddr::from(([127, 0, 0, 1], 9));
+    fake.apply(service("one", backend));
+    fake.apply(route(&[("/one", "one", backend)]));
+    let election = |id: &'static str| {
+        [
+            "--leader-election-id",
+            id,
+            "--leader-lease-duration",
+            "2s",
+            "--leader-retry-period",
+            "200ms",
+        ]
+    };
+    let (xds_a, xds_b) = (free_port(), free_port());
+    let mut a = start_controller_with(&fake, &dir_a, xds_a, &election("replica-a")).await;
+    eventually("replica-a holds the Lease", BOUND, || async {
+        (lease(&fake)?["spec"]["holderIdentity"] == "replica-a").then_some(())
+    })
+    .await;
+    // Both replicas serve xDS (start_controller_with waited for each to listen).
+    let b = start_controller_with(&fake, &dir_b, xds_b, &election("replica-b")).await;
+
+    // A route change while both run: the leader writes its new status, the other nothing.
+    fake.apply(route(&[("/one", "one", backend), ("/two", "one", backend)]));
+    let generation_written = |generation: i64| {
+        let fake = fake.clone();
+        async move {
+            patches_of(&fake, "/namespaces/default/httproutes/api/status")
+                .into_iter()
+                .find(|p| {
+                    p.body["status"]["parents"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|e| {
+                            condition(&e["conditions"], "Accepted")["observedGeneration"]
+                                == generation
+                        })
+                })
+        }
+    };
+    eventually("the leader writes generation 2", BOUND, || {
+        generation_written(2)
+    })
+    .await;
+    assert!(status_writes(&a) > 0, "{}", a.output());
+    assert_eq!(status_writes(&b), 0, "{}", b.output());
+    assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "replica-a");
+
+    // The leader is gone: replica-b takes the Lease over and writes the next change.
+    a.kill();
+    let taken = eventually("replica-b takes the Lease over", BOUND, || async {
+        let lease = lease(&fake)?;
+        (lease["spec"]["holderIdentity"] == "replica-b").then_some(lease)
+    })
+    .await;
+    assert_eq!(taken["spec"]["leaseTransitions"], 1, "{taken}");
+    fake.apply(route(&[("/three", "one", backend)]));
+    eventually("replica-b writes generation 3", BOUND, || {
+        generation_written(3)
+    })
+    .await;
+    assert!(status_writes(&b) > 0, "{}", b.output());
+    assert!(
+        b.output().contains("took over the leader Lease"),
+        "{}",
+        b.output()
+    );
 }

@@ -16,6 +16,7 @@ fn render(dir: &Path, args: &[String]) -> std::process::Output {
         .env_remove("AGENTMESH_GATEWAY_IMAGE")
         .env_remove("AGENTMESH_GATEWAY_XDS_ADDRESS")
         .env_remove("AGENTMESH_GATEWAY_SERVICE_TYPE")
+        .env_remove("AGENTMESH_TOKEN_AUDIENCE")
         .output()
         .unwrap()
 }

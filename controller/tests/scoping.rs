@@ -320,3 +320,111 @@ fn the_proxy_accepts_what_every_golden_sidecar_is_served() {
         "the golden scenarios have too few pods ({checked})"
     );
 }
+
+/// An AgentBackend a pod may use (an AgentPolicy selecting the pod targets it) is routed
+/// by that pod's sidecar: its names, on port 80, go to the MCP federation. A pod no such
+/// policy selects has no route to it; dropping the target removes A's route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_backend_is_routed_only_by_the_sidecars_of_pods_that_may_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("manifests");
+    std::fs::create_dir(&folder).unwrap();
+    write_atomically(&folder, "pods.yaml", PODS);
+    write_atomically(
+        &folder,
+        "backend.yaml",
+        "apiVersion: agentmesh.dev/v1alpha1
+kind: AgentBackend
+metadata: { name: github, namespace: agents }
+spec:
+  mcp:
+    targets: [{ name: github, url: 'http://198.18.0.20:8080/mcp' }]
+",
+    );
+    let policy = |targets: &str| {
+        format!(
+            "apiVersion: agentmesh.dev/v1alpha1
+kind: AgentPolicy
+metadata: {{ name: github-users, namespace: agents }}
+spec:
+  workloadSelector: {{ matchLabels: {{ team: a }} }}
+  targetRefs: [{targets}]
+  traffic:
+    timeouts: {{ request: 20s }}
+"
+        )
+    };
+    write_atomically(
+        &folder,
+        "policy.yaml",
+        &policy("{ group: agentmesh.dev, kind: AgentBackend, name: github }"),
+    );
+    let xds_port = free_port();
+    let _controller = start_controller(&folder, xds_port, dir.path().join("controller.log")).await;
+    let a = start_sidecar("agent-a", xds_port, dir.path());
+    let b = start_sidecar("agent-b", xds_port, dir.path());
+    for s in [&a, &b] {
+        eventually(&format!("{} is ready", s.node), BOUND, || async {
+            get(s.ready, "/healthz/ready")
+                .await
+                .filter(|(st, _)| *st == 200)
+        })
+        .await;
+    }
+
+    let route = a.agent_backend_route("github.agents").await;
+    assert_eq!(
+        route.as_deref(),
+        Some("agentbackend/agents/github"),
+        "{}",
+        a.process.output()
+    );
+    let outbound = a.sidecar_settings().await;
+    assert!(
+        outbound["outboundBinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "agentbackends-80"),
+        "{outbound}"
+    );
+    assert_eq!(b.agent_backend_route("github.agents").await, None);
+
+    // The policy no longer targets the AgentBackend: A's route goes away.
+    write_atomically(&folder, "policy.yaml", &policy(""));
+    eventually("A no longer routes to the AgentBackend", BOUND, || async {
+        a.agent_backend_route("github.agents")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for s in [&a, &b] {
+        assert!(
+            !s.process.output().contains("NACK"),
+            "{}",
+            s.process.output()
+        );
+    }
+}
+
+impl Sidecar {
+    /// The backend the sidecar routes calls for `host` to, from its config dump: the
+    /// first route of the outbound listener serving that hostname.
+    async fn agent_backend_route(&self, host: &str) -> Option<String> {
+        let (status, body) = get(self.admin, "/config_dump").await?;
+        assert_eq!(status, 200, "{body}");
+        let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+        dump["binds"]
+            .as_array()?
+            .iter()
+            .flat_map(|b| b["listeners"].as_array().into_iter().flatten())
+            .find(|l| {
+                l["hostnames"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|n| n == host))
+            })
+            .and_then(|l| l["routes"][0]["backends"][0]["backend"].as_str())
+            .map(str::to_string)
+    }
+}

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    Process, eventually, free_port, get, proxy_binary, start_controller, upstream, workspace,
+    Process, eventually, free_port, get, grpcurl_ads, proxy_binary, start_controller, upstream,
     write_atomically,
 };
 
@@ -189,12 +189,6 @@ async fn proxy_follows_the_folder_keeps_last_good_config_and_survives_the_contro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_drives_the_ads_stream_and_its_nack_is_logged() {
-    let grpcurl = workspace().join("target/venvs/grpc/bin/grpcurl");
-    assert!(
-        grpcurl.exists(),
-        "{} is missing: run scripts/install-xds-deps.sh",
-        grpcurl.display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let one = upstream("one").await;
     write_atomically(dir.path(), "a.yaml", &config(free_port(), "one", one, one));
@@ -207,37 +201,7 @@ async fn grpcurl_drives_the_ads_stream_and_its_nack_is_logged() {
  "resourceNamesSubscribe": ["*"]}
 {"typeUrl": "type.googleapis.com/agentmesh.xds.v1.ConfigResource",
  "responseNonce": "1", "errorDetail": {"code": 3, "message": "grpcurl rejects this"}}"#;
-    let proto_dir = workspace().join("proto/proto");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(grpcurl)
-            .args(["-plaintext", "-max-time", "10", "-import-path"])
-            .arg(&proto_dir)
-            .args([
-                "-proto",
-                "envoy/service/discovery/v3/ads.proto",
-                "-proto",
-                "agentmesh/xds/v1/resource.proto",
-                "-d",
-                "@",
-                &format!("127.0.0.1:{port}"),
-                "envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(requests.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let output = grpcurl_ads(port, &[], requests.to_string()).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

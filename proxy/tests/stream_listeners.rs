@@ -8,7 +8,9 @@
 //! certificate at all). A name no route serves is refused. TCP: bytes go to a plain echo
 //! peer and come back unchanged, half-close included, and an open tunnel keeps working
 //! through a drain, which waits for it. Config mistakes that only make sense for HTTP are
-//! refused by `validate`, naming the resource and field.
+//! refused by `validate`, naming the resource and field. TLS terminate: the proxy presents
+//! the listener's certificate (curl verifies it) and a plain-HTTP peer behind it reads the
+//! decrypted request.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod support;
@@ -208,6 +210,94 @@ backends:
     let _ = plain.read_to_end(&mut buf);
     assert!(buf.is_empty(), "plain HTTP got an answer: {buf:?}");
     assert!(curl_tls(port, "alpha.example.com", &pki.ca_file()).0);
+}
+
+/// A plain-text HTTP/1.1 peer on loopback: answers each request with its own request
+/// line, so a client sees that the request arrived decrypted.
+fn plain_http_peer() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let line = text.lines().next().unwrap_or_default().to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{line}",
+                    line.len()
+                );
+                let _ = conn.write_all(answer.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn tls_terminate_serves_the_listener_certificate_and_forwards_decrypted_bytes() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("plain.example.com");
+    let plain = plain_http_peer();
+    let port = free_port();
+    let proxy = Proxy::start(&format!(
+        "binds:
+- name: tls
+  address: 127.0.0.1
+  port: {port}
+  listeners:
+  - name: terminate
+    protocol: TLS_TERMINATE
+    hostnames: ['*.example.com']
+    tls: {{ certificates: [{{ certFile: \"{}\", keyFile: \"{}\" }}] }}
+    routes:
+    - {{ name: plain, hostnames: [plain.example.com], backends: [{{ backend: plain }}] }}
+backends:
+- {{ name: plain, host: {{ address: \"{plain}\" }} }}
+",
+        cert.display(),
+        key.display()
+    ));
+    // curl verifies the proxy's certificate for the name; the peer behind it speaks plain
+    // HTTP and answers with the request line it read, so the bytes arrived decrypted.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(pki.ca_file())
+        .arg("--resolve")
+        .arg(format!("plain.example.com:{port}:127.0.0.1"))
+        .arg(format!("https://plain.example.com:{port}/through"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.logs()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "GET /through HTTP/1.1"
+    );
+    assert_eq!(
+        served_subject(port, "plain.example.com"),
+        "subject=CN=plain.example.com"
+    );
+    // A name no route serves: the handshake may complete, but nothing is forwarded.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-k", "--resolve"])
+        .arg(format!("other.example.com:{port}:127.0.0.1"))
+        .arg(format!("https://other.example.com:{port}/"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unrouted name got an answer");
 }
 
 #[test]

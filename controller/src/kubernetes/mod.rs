@@ -10,12 +10,15 @@
 //!   TokenReview and checks that it belongs to the pod (or namespace) the proxy claims.
 //! - [`apply`]: server-side apply of arbitrary objects (the gateway Deployments and
 //!   Services the controller renders).
+//! - [`leader`]: leader election between replicas (a Lease): only the leader writes
+//!   status and applies; every replica serves xDS.
 //!
 //! (The module is not called `kube`, so that `kube::…` always means the kube-rs crate.)
 //!
 //! Translation must not depend on anything here: it sees the same `Objects` either way.
 
 pub mod apply;
+pub mod leader;
 pub mod source;
 pub mod status;
 pub mod token_review;

@@ -191,6 +191,7 @@ pub fn patches(watched: &[Watched], catalog: &Catalog, now: &str) -> Vec<StatusP
                     continue;
                 }
                 json!({
+                    "addresses": report.addresses,
                     "conditions": conditions(&report.conditions, &held["conditions"], now),
                     "listeners": listeners(report, &object, &held["listeners"], now),
                 })

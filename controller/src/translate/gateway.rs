@@ -18,13 +18,15 @@
 //! 4. The status of every object is written: GatewayClass (Accepted), Gateway (Accepted,
 //!    Programmed), each listener (Accepted, Programmed, ResolvedRefs, Conflicted,
 //!    attachedRoutes) and each route towards each of its parents (Accepted, ResolvedRefs,
-//!    PartiallyInvalid when some rules were dropped).
+//!    PartiallyInvalid when some rules were dropped). Entries of ours a route still holds
+//!    for a parent it no longer has are reported as stale ([`stale`]).
 //!
 //! Resource keys are readable and stable: a bind is `<ns>/<gateway>/<port>`, a listener
 //! `<ns>/<gateway>/<listener>`, a route `<listener key>/<kind>/<route ns>/<route>/<rule>`
 //! (the rule index zero-padded, so that keys sort in rule order: the proxy breaks
 //! precedence ties by key, as the Gateway API breaks them by route name and rule order),
-//! a backend `<ns>/<service>:<port>`.
+//! a backend `<ns>/<service>:<port>`. A route with a `creationTimestamp` has it in its
+//! keys (`<listener key>/<created>/<kind>/…`), so that ties go to the oldest route.
 //!
 //! This module must not produce a resource the proxy would reject: whatever the proxy's
 //! compiler checks (paths, regular expressions, header names, hostnames) is checked here
@@ -37,6 +39,7 @@ mod filters;
 mod grpc;
 mod http;
 mod listeners;
+mod stale;
 mod stream;
 mod tls;
 
@@ -60,22 +63,97 @@ pub fn translate(objects: &Objects, out: &mut Translation) {
         .filter(|g| classes.contains(g.spec.gateway_class_name.as_str()))
         .map(|g| listeners::plan(g, objects, &grants))
         .collect();
-    for route in &objects.http_routes {
-        http::translate(route, objects, &grants, &mut gateways, &mut out.status);
+    // Routes attach oldest first, so that where the Gateway API lets only one of two
+    // routes have a listener (an HTTPRoute and a GRPCRoute sharing a hostname, two
+    // TCPRoutes on one TCP listener) the older one has it. HTTPRoutes and GRPCRoutes are
+    // interleaved: they compete with each other.
+    let mut request_routes: Vec<(Age, RequestKind<'_>)> = objects
+        .http_routes
+        .iter()
+        .map(|r| (Age::of(&r.metadata), RequestKind::Http(r)))
+        .chain(
+            objects
+                .grpc_routes
+                .iter()
+                .map(|r| (Age::of(&r.metadata), RequestKind::Grpc(r))),
+        )
+        .collect();
+    request_routes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, route) in request_routes {
+        match route {
+            RequestKind::Http(r) => {
+                http::translate(r, objects, &grants, &mut gateways, &mut out.status)
+            }
+            RequestKind::Grpc(r) => {
+                grpc::translate(r, objects, &grants, &mut gateways, &mut out.status)
+            }
+        }
     }
-    for route in &objects.grpc_routes {
-        grpc::translate(route, objects, &grants, &mut gateways, &mut out.status);
-    }
-    for route in &objects.tls_routes {
+    for route in oldest_first(&objects.tls_routes, |r| &r.metadata) {
         stream::translate_tls(route, objects, &grants, &mut gateways, &mut out.status);
     }
-    for route in &objects.tcp_routes {
+    for route in oldest_first(&objects.tcp_routes, |r| &r.metadata) {
         stream::translate_tcp(route, objects, &grants, &mut gateways, &mut out.status);
     }
     for gateway in gateways {
         let (reference, resources) = gateway.finish(&mut out.status);
         out.gateways.insert(reference, resources);
     }
+    stale::report(objects, &mut out.status);
+}
+
+/// An HTTPRoute or a GRPCRoute.
+enum RequestKind<'a> {
+    Http(&'a gateway_api::apis::standard::httproutes::HttpRoute),
+    Grpc(&'a gateway_api::apis::standard::grpcroutes::GrpcRoute),
+}
+
+/// How old a route is, as the Gateway API ranks routes that tie or conflict: the oldest
+/// by `metadata.creationTimestamp` (to the second, as the API server stores it) first,
+/// then by `namespace/name`. A route without a timestamp (a manifest in folder mode)
+/// counts as the newest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Age {
+    /// When it was created (unknown: after every known time).
+    created: NewestLast,
+    namespace: String,
+    name: String,
+}
+
+/// A creation second, with "unknown" sorting last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum NewestLast {
+    Created(i64),
+    Unknown,
+}
+
+impl Age {
+    fn of(meta: &kube::api::ObjectMeta) -> Self {
+        Age {
+            created: meta
+                .creation_timestamp
+                .as_ref()
+                .map_or(NewestLast::Unknown, |t| {
+                    NewestLast::Created(t.0.as_second())
+                }),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// `routes` oldest first (see [`Age`]).
+fn oldest_first<T>(routes: &[T], meta: impl Fn(&T) -> &kube::api::ObjectMeta) -> Vec<&T> {
+    let mut sorted: Vec<(Age, &T)> = routes.iter().map(|r| (Age::of(meta(r)), r)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The creation second of `meta` as a key segment (`2026-11-24T07:00:00Z`), if it has one.
+fn created_segment(meta: &kube::api::ObjectMeta) -> Option<String> {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 /// A Gateway of our class, while its routes are being attached.
@@ -91,6 +169,8 @@ struct GatewayState {
     resources: Resources,
     /// Backends by key (shared by every route that sends to the same Service port).
     backends: BTreeMap<String, pb::Backend>,
+    /// `status.addresses`.
+    addresses: Vec<crate::status::StatusAddress>,
 }
 
 impl GatewayState {
@@ -98,6 +178,7 @@ impl GatewayState {
     fn finish(self, status: &mut StatusReport) -> (ObjectRef, Resources) {
         let entry = status.entry(self.reference.clone());
         entry.conditions.extend(self.conditions);
+        entry.addresses = self.addresses;
         for listener in self.listeners {
             entry.listeners.insert(
                 listener.name.clone(),
@@ -136,6 +217,9 @@ enum Protocol {
     Https,
     /// `TLS` with `tls.mode: Passthrough` (routed by SNI, TLS left to the backend).
     TlsPassthrough,
+    /// `TLS` with `tls.mode: Terminate` (TLS terminated by the proxy, routed by SNI, the
+    /// decrypted bytes forwarded).
+    TlsTerminate,
     /// `TCP` (bytes forwarded as they are).
     Tcp,
 }
@@ -146,17 +230,19 @@ impl Protocol {
     fn default_kinds(self) -> &'static [&'static str] {
         match self {
             Protocol::Http | Protocol::Https => &["HTTPRoute", "GRPCRoute"],
-            Protocol::TlsPassthrough => &["TLSRoute"],
+            Protocol::TlsPassthrough | Protocol::TlsTerminate => &["TLSRoute"],
             Protocol::Tcp => &["TCPRoute"],
         }
     }
 
-    /// The protocol's name in a Gateway listener.
+    /// The protocol's name in a Gateway listener (with the TLS mode: one port serves one
+    /// of the two).
     fn name(self) -> &'static str {
         match self {
             Protocol::Http => "HTTP",
             Protocol::Https => "HTTPS",
-            Protocol::TlsPassthrough => "TLS",
+            Protocol::TlsPassthrough => "TLS Passthrough",
+            Protocol::TlsTerminate => "TLS Terminate",
             Protocol::Tcp => "TCP",
         }
     }
@@ -185,6 +271,8 @@ struct ListenerState {
     problem: String,
     /// Routes attached to it.
     attached_routes: i32,
+    /// The routes attached to it so far (oldest first), for conflicts between routes.
+    routes: Vec<attach::AttachedRoute>,
     /// Its conditions (Accepted, Programmed, ResolvedRefs, Conflicted).
     conditions: Vec<Condition>,
 }
@@ -198,6 +286,8 @@ struct RouteMeta {
     reference: ObjectRef,
     /// Its `metadata.generation`.
     generation: i64,
+    /// Its creation second as a key segment, if known (see [`created_segment`]).
+    created: Option<String>,
 }
 
 impl RouteMeta {
@@ -209,6 +299,19 @@ impl RouteMeta {
             self.reference.namespace,
             self.reference.name
         )
+    }
+
+    /// The key of this route's rule `index` on the listener `listener_key`:
+    /// `<listener>/[<created>/]<rule key>`. The proxy breaks precedence ties by key, and
+    /// the Gateway API by age, then namespace/name, then rule order: the creation second
+    /// sorts older routes first, and a route without one (digits sort before letters)
+    /// after every route that has one.
+    fn route_key(&self, listener_key: &str, index: usize) -> String {
+        let rule = self.rule_key(index);
+        match &self.created {
+            Some(created) => format!("{listener_key}/{created}/{rule}"),
+            None => format!("{listener_key}/{rule}"),
+        }
     }
 }
 
@@ -238,7 +341,7 @@ fn emit_rules(
         let listener_key = gateway.listeners[a.listener].key.clone();
         for rule in rules {
             let name = meta.rule_key(rule.index);
-            let key = format!("{listener_key}/{name}");
+            let key = meta.route_key(&listener_key, rule.index);
             if rule.policy != pb::PolicySpec::default() {
                 gateway.resources.policies.push(pb::Policy {
                     key: format!("{key}/policy"),

@@ -16,6 +16,16 @@
 //!   receives); without `targetRefs`: a Policy on every listener of the sidecar's
 //!   outbound binds.
 //!
+//! An AgentBackend that a policy selecting the pod names in `targetRefs` is one the pod
+//! may use, and its sidecar serves it: the pod's calls to `http://<name>.<namespace>`
+//! (also `<name>.<namespace>.svc`, `<name>.<namespace>.svc.cluster.local`, and `<name>`
+//! from its own namespace) on port 80 are routed to the AgentBackend (the MCP federation
+//! runs in the sidecar). The route is a listener of the outbound bind on port 80 (the
+//! native document's, when it has one for any address; else one of its own,
+//! [`AGENT_BACKEND_BIND`]). The name must resolve for the app to connect: a Service of
+//! the AgentBackend's name (selector-less is enough) gives it a cluster IP; the sidecar
+//! captures the connection and never sends it there.
+//!
 //! This is a pure function of its inputs, so a pod's resources change exactly when
 //! something that selects it changes, and the ADS server sends nothing to other pods.
 
@@ -28,6 +38,13 @@ use crate::crd::{self, AgentPolicy};
 use crate::objects::Objects;
 
 use super::agent;
+
+/// The key of the outbound bind the sidecar serves AgentBackends on, when the native
+/// document has no outbound bind on [`AGENT_BACKEND_PORT`] for any address.
+pub const AGENT_BACKEND_BIND: &str = "agentbackends-80";
+
+/// The port the pod's app calls an AgentBackend on (`http://<name>.<namespace>`).
+pub const AGENT_BACKEND_PORT: u32 = 80;
 
 /// The resources of the sidecar of pod `pod` in `namespace` (see the module comment).
 pub fn pod_resources(
@@ -50,6 +67,25 @@ pub fn pod_resources(
         return out;
     }
     apply_outbound(&policies, &mut out);
+    // The AgentBackends the pod may use: those its policies target. Each gets a route on
+    // the pod's outbound bind, before policies without targets are put on every outbound
+    // listener (they govern these calls too).
+    let mut backends: BTreeMap<String, pb::Backend> = BTreeMap::new();
+    for policy in &policies {
+        for target in &policy.spec.target_refs {
+            // Validation allows only AgentBackend targets next to a workloadSelector.
+            if let Ok(backend) = agent::resolve_backend_ref(objects, namespace, &target.name) {
+                backends.insert(backend.key.clone(), backend);
+            }
+        }
+    }
+    for policy in &policies {
+        for target in &policy.spec.target_refs {
+            if backends.contains_key(&agent::backend_key(namespace, &target.name)) {
+                route_agent_backend(&mut out, namespace, &target.name);
+            }
+        }
+    }
     let outbound_listeners: Vec<String> = {
         let binds = out
             .sidecar
@@ -62,15 +98,13 @@ pub fn pod_resources(
             .map(|l| l.key.clone())
             .collect()
     };
-    let mut backends: BTreeMap<String, pb::Backend> = BTreeMap::new();
     for policy in &policies {
         let policy_name = policy.metadata.name.clone().unwrap_or_default();
         let mut targets = Vec::new();
         for target in &policy.spec.target_refs {
-            // Validation allows only AgentBackend targets next to a workloadSelector.
-            if let Ok(backend) = agent::resolve_backend_ref(objects, namespace, &target.name) {
-                targets.push(pb::policy_target::Kind::Backend(backend.key.clone()));
-                backends.insert(backend.key.clone(), backend);
+            let key = agent::backend_key(namespace, &target.name);
+            if backends.contains_key(&key) {
+                targets.push(pb::policy_target::Kind::Backend(key));
             }
         }
         let Some(traffic) = &policy.spec.traffic else {
@@ -100,6 +134,73 @@ pub fn pod_resources(
             .filter(|b| !native.backends.iter().any(|n| n.key == b.key)),
     );
     out
+}
+
+/// Routes the pod's calls to AgentBackend `namespace/name` (see the module comment) to
+/// its Backend resource: a listener for its names on the outbound bind of port
+/// [`AGENT_BACKEND_PORT`], created (and made an outbound bind) when there is none. Does
+/// nothing when the listener is there already.
+fn route_agent_backend(out: &mut Resources, namespace: &str, name: &str) {
+    let settings = out.sidecar.get_or_insert_with(Default::default);
+    let existing = out
+        .binds
+        .iter()
+        .find(|b| {
+            settings.outbound_binds.contains(&b.key)
+                && b.port == AGENT_BACKEND_PORT
+                && matches!(b.address.as_str(), "" | "0.0.0.0" | "::")
+        })
+        .map(|b| b.key.clone());
+    let bind_key = match existing {
+        Some(key) => key,
+        None => {
+            if !out.binds.iter().any(|b| b.key == AGENT_BACKEND_BIND) {
+                out.binds.push(pb::Bind {
+                    key: AGENT_BACKEND_BIND.into(),
+                    name: AGENT_BACKEND_BIND.into(),
+                    address: "0.0.0.0".into(),
+                    port: AGENT_BACKEND_PORT,
+                    listeners: Vec::new(),
+                });
+                settings.outbound_binds.push(AGENT_BACKEND_BIND.into());
+            }
+            AGENT_BACKEND_BIND.into()
+        }
+    };
+    let backend = agent::backend_key(namespace, name);
+    let listener_key = format!("{bind_key}/{backend}");
+    if out.listeners.iter().any(|l| l.key == listener_key) {
+        return;
+    }
+    let mut hostnames = vec![
+        format!("{name}.{namespace}"),
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+    ];
+    // From the pod's own namespace (AgentBackends are the policy's, so the pod's).
+    hostnames.insert(0, name.to_string());
+    out.listeners.push(pb::Listener {
+        key: listener_key.clone(),
+        name: backend.clone(),
+        bind_key,
+        hostnames,
+        protocol: pb::ListenerProtocol::Http as i32,
+        tls: None,
+        routes: Vec::new(),
+        policies: None,
+    });
+    out.routes.push(pb::Route {
+        key: format!("{listener_key}/all"),
+        name: "all".into(),
+        listener_key,
+        hostnames: Vec::new(),
+        matches: Vec::new(),
+        backends: vec![pb::RouteBackend {
+            backend,
+            weight: None,
+        }],
+        policies: None,
+    });
 }
 
 /// The valid AgentPolicies of `namespace` selecting a pod with `labels` (`None`: a pod

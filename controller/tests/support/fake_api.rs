@@ -15,6 +15,9 @@
 //! - `PATCH …/<name>` with `application/apply-patch+yaml` (server-side apply) is recorded
 //!   and stores the object; discovery (`GET /apis/<group>/<version>`) lists the kinds the
 //!   test declared with [`FakeApi::discoverable`].
+//! - `GET …/<name>` reads one object; `POST` to a collection creates one (409 when it
+//!   exists); `PUT …/<name>` replaces one, checked against the `resourceVersion` it
+//!   carries (409 on a stale one), as leader election's Lease updates need.
 //! - Every request must carry the controller's bearer token (401 otherwise).
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -413,6 +416,20 @@ current-context: fake
                     self.list(&target)
                 }
             }
+            (hyper::Method::GET, Some(name), None) => {
+                let state = self.state.lock().unwrap();
+                let key = (target.namespace.clone().unwrap_or_default(), name.clone());
+                match state
+                    .objects
+                    .get(&target.collection)
+                    .and_then(|c| c.get(&key))
+                {
+                    Some(object) => json_response(StatusCode::OK, object),
+                    None => status(StatusCode::NOT_FOUND, "NotFound", "no such object"),
+                }
+            }
+            (hyper::Method::POST, None, None) => self.create_or_replace(target, recorded, true),
+            (hyper::Method::PUT, Some(_), None) => self.create_or_replace(target, recorded, false),
             (hyper::Method::PATCH, Some(_), Some("status")) => self.patch_status(target, recorded),
             (hyper::Method::PATCH, Some(_), None) => self.server_side_apply(recorded),
             _ => status(
@@ -474,6 +491,71 @@ current-context: fake
             )
             .unwrap();
         json_response(StatusCode::OK, &stored)
+    }
+
+    /// `POST` (`create`) or `PUT`: stores the object sent, as the API server would
+    /// (resourceVersion, generation), refusing a create of an existing object and a
+    /// replace from a stale resourceVersion with 409.
+    fn create_or_replace(
+        &self,
+        target: Target,
+        recorded: Recorded,
+        create: bool,
+    ) -> Response<Body> {
+        let object = recorded.body;
+        let namespace = target
+            .namespace
+            .clone()
+            .or_else(|| object["metadata"]["namespace"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        {
+            let state = self.state.lock().unwrap();
+            let held = state
+                .objects
+                .get(&target.collection)
+                .and_then(|c| c.get(&(namespace.clone(), name.clone())));
+            match (create, held) {
+                (true, Some(_)) => {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        "the object already exists",
+                    );
+                }
+                (false, None) => {
+                    return status(StatusCode::NOT_FOUND, "NotFound", "no such object");
+                }
+                (false, Some(held))
+                    if held["metadata"]["resourceVersion"]
+                        != object["metadata"]["resourceVersion"] =>
+                {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    );
+                }
+                _ => {}
+            }
+        }
+        let mut object = object;
+        object["metadata"]["namespace"] = namespace.clone().into();
+        let (api_version, kind) = (
+            object["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            object["kind"].as_str().unwrap_or_default().to_owned(),
+        );
+        self.apply(object);
+        let stored = self.get(&api_version, &kind, &namespace, &name).unwrap();
+        let code = if create {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        json_response(code, &stored)
     }
 
     fn list(&self, target: &Target) -> Response<Body> {

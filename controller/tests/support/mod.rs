@@ -192,3 +192,56 @@ pub fn write_atomically(dir: &Path, name: &str, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
+
+/// Drives the controller's delta ADS stream at `127.0.0.1:port` with `grpcurl` (a client
+/// we did not write, installed by `scripts/install-xds-deps.sh`): sends `requests` (one
+/// JSON `DeltaDiscoveryRequest` after another) with the extra `headers`
+/// (`name: value`), and returns grpcurl's output once the stream ends (at most 10 s).
+pub async fn grpcurl_ads(port: u16, headers: &[String], requests: String) -> std::process::Output {
+    let grpcurl = workspace().join("target/venvs/grpc/bin/grpcurl");
+    assert!(
+        grpcurl.exists(),
+        "{} is missing: run scripts/install-xds-deps.sh",
+        grpcurl.display()
+    );
+    let proto_dir = workspace().join("proto/proto");
+    let mut args: Vec<String> = vec!["-plaintext".into(), "-max-time".into(), "10".into()];
+    for h in headers {
+        args.extend(["-H".to_string(), h.clone()]);
+    }
+    args.push("-import-path".into());
+    args.push(proto_dir.display().to_string());
+    for a in [
+        "-proto",
+        "envoy/service/discovery/v3/ads.proto",
+        "-proto",
+        "agentmesh/xds/v1/resource.proto",
+        "-d",
+        "@",
+    ] {
+        args.push(a.into());
+    }
+    args.push(format!("127.0.0.1:{port}"));
+    args.push(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources".into(),
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(grpcurl)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(requests.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}

@@ -392,7 +392,7 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 &res,
                 "listeners",
                 "listeners of one bind must all have the same kind of protocol: HTTP/HTTPS, \
-                 TLS_PASSTHROUGH or TCP",
+                 TLS_PASSTHROUGH, TLS_TERMINATE or TCP",
             );
         } else if stream == Some(ir::StreamProtocol::Tcp) && pb_listeners.len() > 1 {
             errs.push(
@@ -428,7 +428,9 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                 }
             }
             match (l.protocol(), &l.tls) {
-                (pb::ListenerProtocol::Https, Some(t)) if !t.certificates.is_empty() => {
+                (pb::ListenerProtocol::Https | pb::ListenerProtocol::TlsTerminate, Some(t))
+                    if !t.certificates.is_empty() =>
+                {
                     for (i, c) in t.certificates.iter().enumerate() {
                         certificates.push((
                             lres.clone(),
@@ -437,15 +439,24 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
                         ));
                     }
                 }
-                (pb::ListenerProtocol::Https, _) => {
+                (p @ (pb::ListenerProtocol::Https | pb::ListenerProtocol::TlsTerminate), _) => {
+                    let what = if p == pb::ListenerProtocol::Https {
+                        "an HTTPS"
+                    } else {
+                        "a TLS_TERMINATE"
+                    };
                     errs.push(
                         &lres,
                         "tls.certificates",
-                        "an HTTPS listener needs at least one certificate",
+                        format!("{what} listener needs at least one certificate"),
                     );
                 }
                 (_, Some(_)) => {
-                    errs.push(&lres, "tls", "is only allowed when protocol is HTTPS");
+                    errs.push(
+                        &lres,
+                        "tls",
+                        "is only allowed when protocol is HTTPS or TLS_TERMINATE",
+                    );
                 }
                 (_, None) => {}
             }
@@ -469,6 +480,13 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
             None
         } else {
             match tls::server_config(&certificates) {
+                // Decrypted bytes are forwarded unread: no application protocol is
+                // negotiated on the client's behalf.
+                Ok(cfg) if stream == Some(ir::StreamProtocol::TlsTerminate) => {
+                    let mut cfg = (*cfg).clone();
+                    cfg.alpn_protocols.clear();
+                    Some(Arc::new(cfg))
+                }
                 Ok(cfg) => Some(cfg),
                 Err(e) => {
                     errs.0.extend(e);
@@ -509,6 +527,7 @@ fn stream_protocol(p: pb::ListenerProtocol) -> Option<ir::StreamProtocol> {
         pb::ListenerProtocol::Http | pb::ListenerProtocol::Https => None,
         pb::ListenerProtocol::TlsPassthrough => Some(ir::StreamProtocol::TlsPassthrough),
         pb::ListenerProtocol::Tcp => Some(ir::StreamProtocol::Tcp),
+        pb::ListenerProtocol::TlsTerminate => Some(ir::StreamProtocol::TlsTerminate),
     }
 }
 
@@ -517,6 +536,7 @@ fn stream_protocol_name(p: ir::StreamProtocol) -> &'static str {
     match p {
         ir::StreamProtocol::TlsPassthrough => "TLS_PASSTHROUGH",
         ir::StreamProtocol::Tcp => "TCP",
+        ir::StreamProtocol::TlsTerminate => "TLS_TERMINATE",
     }
 }
 
@@ -536,6 +556,9 @@ fn stream_route(
         let why = match protocol {
             ir::StreamProtocol::TlsPassthrough => {
                 "a route of a TLS_PASSTHROUGH listener is chosen by its hostnames (the SNI)"
+            }
+            ir::StreamProtocol::TlsTerminate => {
+                "a route of a TLS_TERMINATE listener is chosen by its hostnames (the SNI)"
             }
             ir::StreamProtocol::Tcp => "a route of a TCP listener takes every connection",
         };

@@ -62,11 +62,11 @@ pub struct Bind {
     pub key: String,
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// TLS termination for the whole bind (all its listeners are HTTPS), choosing the
-    /// certificate by SNI.
+    /// TLS termination for the whole bind (all its listeners are HTTPS, or all
+    /// TLS_TERMINATE), choosing the certificate by SNI.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Set when the bind forwards bytes instead of serving HTTP (all its listeners are
-    /// TLS passthrough, or its one listener is TCP).
+    /// TLS passthrough, or all TLS terminate, or its one listener is TCP).
     pub stream: Option<StreamProtocol>,
     /// Listeners, in config order.
     pub listeners: Vec<Arc<Listener>>,
@@ -79,6 +79,9 @@ pub enum StreamProtocol {
     TlsPassthrough,
     /// Every connection takes the one route.
     Tcp,
+    /// TLS terminated with the bind's certificates; the handshake's SNI picks the route,
+    /// and the decrypted bytes go to its backend.
+    TlsTerminate,
 }
 
 impl Bind {

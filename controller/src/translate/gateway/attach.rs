@@ -4,7 +4,9 @@
 //! listener accepts the route when it is served, allows the route's kind and namespace
 //! (`allowedRoutes`), and shares at least one hostname with it; the route is then served
 //! there for the intersection of the hostnames. A parentRef to a Gateway that is not of
-//! our class gets no status from us (another controller owns it).
+//! our class gets no status from us (another controller owns it). Routes attach oldest
+//! first; a listener refuses a route that conflicts with one it already has (see
+//! [`conflict`]).
 
 use std::collections::BTreeMap;
 
@@ -102,6 +104,52 @@ pub(super) struct ParentRef {
     pub port: Option<i32>,
 }
 
+/// A route a listener has accepted, as later routes see it.
+#[derive(Debug, Clone)]
+pub(super) struct AttachedRoute {
+    /// `HTTPRoute`, `GRPCRoute`, …
+    pub kind: &'static str,
+    /// `namespace/name`.
+    pub name: String,
+    /// The hostnames it is served for there (empty: all of the listener's).
+    pub hostnames: Vec<String>,
+}
+
+/// Why a listener cannot take a route because of a route it already has. Routes attach
+/// oldest first, so the one already there is the older, which the Gateway API says wins:
+/// a TCP listener serves one TCPRoute (nothing tells its connections apart), and an
+/// HTTPRoute and a GRPCRoute may not share a hostname on one listener.
+fn conflict(listener: &super::ListenerState, kind: &str, hostnames: &[String]) -> Option<String> {
+    let name = &listener.name;
+    listener.routes.iter().find_map(|other| match (kind, other.kind) {
+        ("TCPRoute", "TCPRoute") => Some(format!(
+            "listener {name} already serves TCPRoute {} (a TCP listener serves one route; the oldest wins)",
+            other.name
+        )),
+        ("HTTPRoute", "GRPCRoute") | ("GRPCRoute", "HTTPRoute")
+            if hostnames_overlap(&other.hostnames, hostnames) =>
+        {
+            Some(format!(
+                "listener {name} already serves {} {} for an overlapping hostname \
+                 (an HTTPRoute and a GRPCRoute may not share a hostname; the oldest wins)",
+                other.kind, other.name
+            ))
+        }
+        _ => None,
+    })
+}
+
+/// Whether two routes' hostnames on one listener share a name (empty: all of the
+/// listener's, which shares with everything).
+fn hostnames_overlap(a: &[String], b: &[String]) -> bool {
+    a.is_empty()
+        || b.is_empty()
+        || a.iter().any(|x| {
+            b.iter()
+                .any(|y| intersect(Some(x), std::slice::from_ref(y)).is_some())
+        })
+}
+
 /// A route accepted by one listener.
 #[derive(Debug, Clone)]
 pub(super) struct Attachment {
@@ -197,12 +245,21 @@ pub(super) fn attach(
                 ));
                 continue;
             };
-            accepted_by.push(name.clone());
-            if !attachments
+            let already = attachments
                 .iter()
-                .any(|a| a.gateway == g && a.listener == i)
-            {
+                .any(|a| a.gateway == g && a.listener == i);
+            if !already && let Some(why) = conflict(listener, meta.kind, &hostnames) {
+                refusals.push(("NotAllowedByListeners", why));
+                continue;
+            }
+            accepted_by.push(name.clone());
+            if !already {
                 listener.attached_routes += 1;
+                listener.routes.push(AttachedRoute {
+                    kind: meta.kind,
+                    name: format!("{}/{}", meta.reference.namespace, meta.reference.name),
+                    hostnames: hostnames.clone(),
+                });
                 attachments.push(Attachment {
                     gateway: g,
                     listener: i,

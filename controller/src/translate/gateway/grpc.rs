@@ -34,6 +34,7 @@ pub(super) fn translate(
             kind: "GRPCRoute",
             reference: ObjectRef::of("GRPCRoute", &route.metadata),
             generation: route.metadata.generation.unwrap_or_default(),
+            created: super::created_segment(&route.metadata),
         },
         hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
         parents: http::parent_refs!(route.spec.parent_refs),

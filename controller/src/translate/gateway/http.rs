@@ -105,6 +105,7 @@ pub(super) fn translate(
             kind: "HTTPRoute",
             reference: ObjectRef::of("HTTPRoute", &route.metadata),
             generation: route.metadata.generation.unwrap_or_default(),
+            created: super::created_segment(&route.metadata),
         },
         hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
         parents: parent_refs!(route.spec.parent_refs),

@@ -5,7 +5,8 @@
 //! same Gateway: two listeners on one port must speak the same protocol (a port is one
 //! socket), and must differ in hostname (otherwise a request could belong to either; TCP
 //! listeners have none, so a port has at most one). TLS listeners are served in mode
-//! Passthrough only.
+//! Passthrough (the backend terminates TLS) and Terminate (the proxy does, with the
+//! listener's certificates, and forwards the decrypted bytes); one port serves one mode.
 //! Every listener that fails one of these is reported and left out; the others are
 //! served.
 
@@ -21,7 +22,7 @@ use super::attach::{AllowedNamespaces, LabelSelector};
 use super::backends::Grants;
 use super::{GatewayState, ListenerState, Problem, Protocol};
 use crate::objects::{CONTROLLER_NAME, GATEWAY_GROUP, ObjectRef, Objects};
-use crate::status::{Condition, StatusReport};
+use crate::status::{Condition, StatusAddress, StatusReport};
 
 /// Accepts the GatewayClasses that name our controller; returns their names.
 pub(super) fn accept_classes<'a>(
@@ -84,6 +85,7 @@ pub(super) fn plan(gateway: &Gateway, objects: &Objects, grants: &Grants) -> Gat
         listeners: Vec::new(),
         resources: Default::default(),
         backends: BTreeMap::new(),
+        addresses: Vec::new(),
     };
     let mut ports = BTreeSet::new();
     let mut not_served = Vec::new();
@@ -163,6 +165,7 @@ pub(super) fn plan(gateway: &Gateway, objects: &Objects, grants: &Grants) -> Gat
                     protocol: match l.protocol {
                         Some(Protocol::Https) => pb::ListenerProtocol::Https,
                         Some(Protocol::TlsPassthrough) => pb::ListenerProtocol::TlsPassthrough,
+                        Some(Protocol::TlsTerminate) => pb::ListenerProtocol::TlsTerminate,
                         Some(Protocol::Tcp) => pb::ListenerProtocol::Tcp,
                         _ => pb::ListenerProtocol::Http,
                     } as i32,
@@ -244,7 +247,78 @@ pub(super) fn plan(gateway: &Gateway, objects: &Objects, grants: &Grants) -> Gat
             generation,
         ));
     }
+    addresses(gateway, objects, &mut state);
     state
+}
+
+/// The Gateway's `spec.addresses` (see [`crate::addresses`]): a problem overrides the
+/// condition it concerns (Accepted, and then Programmed too; or Programmed); the
+/// addresses given to it and those its Service's load balancer reports are its
+/// `status.addresses`.
+fn addresses(gateway: &Gateway, objects: &Objects, state: &mut GatewayState) {
+    let generation = gateway.metadata.generation.unwrap_or_default();
+    let address = |type_: &str, value: String| StatusAddress {
+        type_: type_.into(),
+        value,
+    };
+    match crate::addresses::read(gateway) {
+        Ok(requested) => {
+            state.addresses.extend(
+                requested
+                    .ips
+                    .iter()
+                    .map(|ip| address("IPAddress", ip.to_string())),
+            );
+            state.addresses.extend(
+                requested
+                    .hostnames
+                    .into_iter()
+                    .map(|h| address("Hostname", h)),
+            );
+        }
+        Err(problem) => {
+            let mut overrides = vec![(problem.condition, problem.reason, problem.to_string())];
+            if problem.condition == "Accepted" {
+                overrides.push((
+                    "Programmed",
+                    "Invalid",
+                    format!("the Gateway is not accepted: {problem}"),
+                ));
+            }
+            for (type_, reason, message) in overrides {
+                state.conditions.retain(|c| c.type_ != type_);
+                state
+                    .conditions
+                    .push(Condition::no(type_, reason, message, generation));
+            }
+        }
+    }
+    // What the Service's load balancer was given (Kubernetes mode: the rendered Service
+    // is among the watched Services).
+    let service_name = crate::render::object_name(
+        gateway.metadata.name.as_deref().unwrap_or_default(),
+        &gateway.spec.gateway_class_name,
+    );
+    let ingress = objects
+        .services
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace == gateway.metadata.namespace
+                && s.metadata.name.as_deref() == Some(service_name.as_str())
+        })
+        .flat_map(|s| s.status.iter())
+        .flat_map(|s| s.load_balancer.iter())
+        .flat_map(|lb| lb.ingress.iter().flatten());
+    for i in ingress {
+        let found = match (&i.ip, &i.hostname) {
+            (Some(ip), _) if !ip.is_empty() => address("IPAddress", ip.clone()),
+            (_, Some(host)) if !host.is_empty() => address("Hostname", host.clone()),
+            _ => continue,
+        };
+        if !state.addresses.contains(&found) {
+            state.addresses.push(found);
+        }
+    }
 }
 
 /// The key of the bind of a Gateway's port.
@@ -269,16 +343,7 @@ fn check(
         "TLS" => match l.tls.as_ref().and_then(|t| t.mode.as_ref()) {
             Some(GatewayListenersTlsMode::Passthrough) => Some(Protocol::TlsPassthrough),
             // The Gateway API default mode is Terminate.
-            _ => {
-                invalid = Some(Problem::new(
-                    "UnsupportedValue",
-                    format!(
-                        "{field}.tls.mode: a TLS listener is supported with mode Passthrough only \
-                         (Terminate is not; use an HTTPS listener to terminate TLS)"
-                    ),
-                ));
-                None
-            }
+            Some(GatewayListenersTlsMode::Terminate) | None => Some(Protocol::TlsTerminate),
         },
         other => {
             invalid = Some(Problem::new(
@@ -392,10 +457,11 @@ fn check(
                 format!("{field}.tls: only HTTPS and TLS listeners take TLS settings"),
             ));
         }
-        (Some(Protocol::Https), settings) => {
+        (Some(p @ (Protocol::Https | Protocol::TlsTerminate)), settings) => {
             match super::tls::server_tls(
                 gateway,
                 &field,
+                p,
                 hostname.as_deref(),
                 settings.as_ref(),
                 objects,
@@ -423,6 +489,7 @@ fn check(
             programmed: false,
             problem: String::new(),
             attached_routes: 0,
+            routes: Vec::new(),
             conditions: Vec::new(),
         },
         invalid,

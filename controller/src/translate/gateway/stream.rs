@@ -1,17 +1,19 @@
 //! TLSRoute and TCPRoute: routes whose connections are forwarded as bytes.
 //!
-//! A TLSRoute attaches to TLS listeners in mode Passthrough; its hostnames (intersected
-//! with the listener's) are the SNI names the proxy routes on. A TCPRoute attaches to TCP
-//! listeners and takes every connection. Either becomes one proxy route per listener
-//! (key `<listener>/<kind>/<ns>/<name>/00`) whose backends are the Service ports of all
-//! its rules' backendRefs, by weight; the proxy forwards to them unopened. There are no
-//! matches or filters to translate.
+//! A TLSRoute attaches to TLS listeners (mode Passthrough: the backend terminates TLS;
+//! mode Terminate: the proxy does and forwards the decrypted bytes); its hostnames
+//! (intersected with the listener's) are the SNI names the proxy routes on. A TCPRoute
+//! attaches to TCP listeners and takes every connection. Either becomes one proxy route
+//! per listener (key `<listener>/[<created>/]<kind>/<ns>/<name>/00`) whose backends are
+//! the Service ports of all its rules' backendRefs, by weight; the proxy forwards to them
+//! as bytes. There are no matches or filters to translate.
 //!
 //! A TCP listener serves one route (nothing tells its connections apart): when several
-//! TCPRoutes attach to one, the first by namespace and name is served and the others are
-//! refused on that listener (`Accepted: False`, reason `NotAllowedByListeners`). A route
-//! none of whose backends resolve attaches (it is valid) but is not served: its
-//! connections are reset, and `ResolvedRefs: False` says why.
+//! TCPRoutes attach to one, the oldest (then the first by namespace and name) is served
+//! and the others are refused on that listener (`Accepted: False`, reason
+//! `NotAllowedByListeners`; see [`attach`]). A route none of whose backends resolve
+//! attaches (it is valid) but is not served: its connections are reset, and
+//! `ResolvedRefs: False` says why.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +48,7 @@ macro_rules! stream_route {
                 kind: $kind,
                 reference: ObjectRef::of($kind, &$route.metadata),
                 generation: $route.metadata.generation.unwrap_or_default(),
+                created: super::created_segment(&$route.metadata),
             },
             hostnames: $hostnames,
             parents: parent_refs!($route.spec.parent_refs),
@@ -176,40 +179,14 @@ fn translate(
         route_parent_status(meta, parents, 0, &[], &ref_problems, status);
         return;
     }
-    let (attachments, mut parents) =
-        attach::attach(meta, &hostnames, &r.parents, gateways, objects);
+    let (attachments, parents) = attach::attach(meta, &hostnames, &r.parents, gateways, objects);
     let serving = route_backends.iter().any(|b| b.weight != Some(0));
-    let mut refused = Vec::new();
-    let mut served = 0;
-    for a in &attachments {
+    for a in attachments.iter().filter(|_| serving) {
         let gateway = &mut gateways[a.gateway];
-        let listener = &mut gateway.listeners[a.listener];
-        let listener_key = listener.key.clone();
-        if meta.kind == "TCPRoute"
-            && let Some(other) = gateway
-                .resources
-                .routes
-                .iter()
-                .find(|route| route.listener_key == listener_key)
-        {
-            listener.attached_routes -= 1;
-            // Route names are `tcproute/<ns>/<name>/00`.
-            let mut parts = other.name.split('/').skip(1);
-            let (ns, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            refused.push(format!(
-                "listener {} already serves TCPRoute {ns}/{name} (a TCP listener serves one route)",
-                listener.name
-            ));
-            continue;
-        }
-        served += 1;
-        if !serving {
-            continue;
-        }
-        let name = meta.rule_key(0);
+        let listener_key = gateway.listeners[a.listener].key.clone();
         gateway.resources.routes.push(pb::Route {
-            key: format!("{listener_key}/{name}"),
-            name,
+            key: meta.route_key(&listener_key, 0),
+            name: meta.rule_key(0),
             listener_key,
             hostnames: a.hostnames.clone(),
             matches: Vec::new(),
@@ -218,20 +195,6 @@ fn translate(
         });
         for (key, backend) in &backends {
             gateway.backends.insert(key.clone(), backend.clone());
-        }
-    }
-    if served == 0 && !refused.is_empty() {
-        for parent in &mut parents {
-            for c in &mut parent.conditions {
-                if c.type_ == "Accepted" && c.status == "True" {
-                    *c = Condition::no(
-                        "Accepted",
-                        "NotAllowedByListeners",
-                        refused.join("; "),
-                        generation,
-                    );
-                }
-            }
         }
     }
     if !serving && ref_problems.is_empty() {

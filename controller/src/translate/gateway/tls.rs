@@ -1,5 +1,5 @@
-//! TLS termination of HTTPS listeners: `tls.certificateRefs` to `kubernetes.io/tls`
-//! Secrets, sent to the proxy as inline PEM.
+//! TLS termination of HTTPS listeners and TLS listeners in mode Terminate:
+//! `tls.certificateRefs` to `kubernetes.io/tls` Secrets, sent to the proxy as inline PEM.
 //!
 //! Each certificate is checked with the proxy's own TLS loader (the chain parses, the key
 //! parses and matches it), so a bad Secret is reported on its listener
@@ -24,22 +24,28 @@ pub(super) enum TlsProblem {
     Refs(Vec<Problem>),
 }
 
-/// The TLS termination settings of an HTTPS listener (at `field`, `spec.listeners[i]`).
+/// The TLS termination settings of an HTTPS or TLS Terminate listener (at `field`,
+/// `spec.listeners[i]`).
 pub(super) fn server_tls(
     gateway: &ObjectRef,
     field: &str,
+    protocol: super::Protocol,
     hostname: Option<&str>,
     settings: Option<&GatewayListenersTls>,
     objects: &Objects,
     grants: &Grants<'_>,
 ) -> Result<pb::ServerTls, TlsProblem> {
     let invalid = |m: String| TlsProblem::Invalid(Problem::new("UnsupportedValue", m));
-    let Some(settings) = settings else {
-        return Err(invalid(format!(
-            "{field}.tls: required for an HTTPS listener"
-        )));
+    let what = match protocol {
+        super::Protocol::Https => "an HTTPS listener",
+        _ => "a TLS listener in mode Terminate",
     };
-    if matches!(settings.mode, Some(GatewayListenersTlsMode::Passthrough)) {
+    let Some(settings) = settings else {
+        return Err(invalid(format!("{field}.tls: required for {what}")));
+    };
+    if protocol == super::Protocol::Https
+        && matches!(settings.mode, Some(GatewayListenersTlsMode::Passthrough))
+    {
         return Err(invalid(format!(
             "{field}.tls.mode: Passthrough is not supported on an HTTPS listener (it terminates TLS)"
         )));
@@ -47,7 +53,7 @@ pub(super) fn server_tls(
     let refs = settings.certificate_refs.as_deref().unwrap_or_default();
     if refs.is_empty() {
         return Err(invalid(format!(
-            "{field}.tls.certificateRefs: an HTTPS listener needs at least one certificate"
+            "{field}.tls.certificateRefs: {what} needs at least one certificate"
         )));
     }
     let mut certificates = Vec::new();

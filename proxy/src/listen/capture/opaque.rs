@@ -28,22 +28,13 @@ pub async fn forward(
     dst: SocketAddr,
     closing: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let mut upstream = match connect(dst).await {
+        Ok(s) => s,
+        Err(e) => {
             reset(client);
             return Err(e);
         }
-        Err(_) => {
-            reset(client);
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connecting to {dst} took longer than {CONNECT_TIMEOUT:?}"),
-            ));
-        }
     };
-    let _ = upstream.set_nodelay(true);
-    let mut upstream = upstream;
     if !prefix.is_empty() {
         upstream.write_all(prefix).await?;
     }
@@ -56,6 +47,21 @@ pub async fn forward(
                 format!("tunnel to {dst} closed: the drain deadline passed"),
             ))
         }
+    }
+}
+
+/// Connects to `dst` within [`CONNECT_TIMEOUT`], with `TCP_NODELAY`.
+pub async fn connect(dst: SocketAddr) -> io::Result<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connecting to {dst} took longer than {CONNECT_TIMEOUT:?}"),
+        )),
     }
 }
 
