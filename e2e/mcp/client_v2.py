@@ -12,12 +12,16 @@ Scenarios:
   is not of the new generation), list tools, call every `echo`, list and get prompts,
   list and read resources.
 - `call TOOL JSON_ARGS`: connect and call one tool.
+- `answer TOOL`: call a tool that asks the client for input (elicitation answered with
+  colour "teal", sampling with "sampled: <prompt>"; `compose` tools get topic "tides");
+  prints the text and the requests the client was asked.
 """
 
 import asyncio
 import json
 import sys
 
+import mcp_types as types
 from mcp import Client
 
 
@@ -63,14 +67,33 @@ async def tour(client):
     return out
 
 
+asked = []
+
+
+async def on_elicit(context, params):
+    asked.append({"method": "elicitation/create", "message": params.message})
+    return types.ElicitResult(action="accept", content={"colour": "teal"})
+
+
+async def on_sample(context, params):
+    text = params.messages[0].content.text
+    asked.append({"method": "sampling/createMessage", "prompt": text})
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text=f"sampled: {text}"), model="test-model"
+    )
+
+
 async def main():
     url, scenario, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    async with Client(url, mode="auto") as client:
+    async with Client(url, mode="auto", elicitation_callback=on_elicit, sampling_callback=on_sample) as client:
         if scenario == "tour":
             out = await tour(client)
         elif scenario == "call":
             r = await client.call_tool(args[0], json.loads(args[1]))
             out = {"text": text_of(r), "isError": r.is_error, "protocolVersion": client.protocol_version}
+        elif scenario == "answer":
+            r = await client.call_tool(args[0], {"topic": "tides"} if args[0].endswith("compose") else {})
+            out = {"text": text_of(r), "isError": r.is_error, "requests": asked}
         else:
             raise SystemExit(f"unknown scenario {scenario}")
     print(json.dumps(out, sort_keys=True))

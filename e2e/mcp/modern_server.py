@@ -2,7 +2,7 @@
 the 2026-07-28 protocol (`server/discover`, per-request `_meta`, no `initialize`, no
 session id), or both generations as the SDK does by default.
 
-Usage: python modern_server.py NAME PORT [both]
+Usage: python modern_server.py NAME PORT [both] [asks]
 
 The SDK's streamable-HTTP app serves both protocol generations: a POST whose
 `MCP-Protocol-Version` header is a 2026-07-28 version goes to its single-exchange
@@ -19,6 +19,13 @@ Offers the same surface as fastmcp_server.py, each answer mentioning NAME:
 - tools `echo(text)`, `add(a, b)`, `whoami()`;
 - prompt `greet(who)`;
 - resource `notes://NAME/readme` (text).
+With `asks`, two more tools that need input from the client, written the SDK 2.x way
+(a `Resolve` parameter whose resolver returns `Elicit` / `Sample`): on 2026-07-28 the
+SDK answers the call with an `input_required` result carrying the request, and the
+client retries the call with `inputResponses` and the echoed `requestState`; on the
+session style it sends a standalone server-to-client request instead:
+- `favourite()`: asks for a colour (elicitation), answers `NAME: <colour>`;
+- `compose(topic)`: asks the client's model (sampling), answers `NAME got: <text>`.
 Listens on 127.0.0.1 only. Counts the session-style requests it got (refused, or served
 with `both`) and prints the count at /session-style (GET), so a test can tell which
 style the gateway used.
@@ -26,14 +33,19 @@ style the gateway used.
 
 import json
 import sys
+from typing import Annotated
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.resolve import Elicit, Resolve, Sample
+from mcp_types import CreateMessageResult, SamplingMessage, TextContent
+from pydantic import BaseModel
 from mcp.shared.inbound import unsupported_protocol_version_rejection
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 name, port = sys.argv[1], int(sys.argv[2])
-both = sys.argv[3:4] == ["both"]
+both = "both" in sys.argv[3:]
+asks = "asks" in sys.argv[3:]
 era = "both generations" if both else "2026-07-28 only"
 server = MCPServer(name, instructions=f"{name} ({era}) offers echo, add and notes.")
 
@@ -66,6 +78,32 @@ def greet(who: str) -> str:
 def readme() -> str:
     """The readme."""
     return f"readme of {name}"
+
+
+class Colour(BaseModel):
+    colour: str
+
+
+def ask_colour() -> Elicit[Colour]:
+    return Elicit(f"{name} asks: your favourite colour?", Colour)
+
+
+def ask_model(topic: str) -> Sample:
+    msg = SamplingMessage(role="user", content=TextContent(type="text", text=f"a line on {topic}"))
+    return Sample([msg], max_tokens=50)
+
+
+if asks:
+
+    @server.tool()
+    def favourite(colour: Annotated[Colour, Resolve(ask_colour)]) -> str:
+        """Ask the user for a colour."""
+        return f"{name}: {colour.colour}"
+
+    @server.tool()
+    def compose(topic: str, line: Annotated[CreateMessageResult, Resolve(ask_model)]) -> str:
+        """Ask the client's model for a line on a topic."""
+        return f"{name} got: {line.content.text}"
 
 
 sdk_app = server.streamable_http_app(json_response=True)

@@ -340,9 +340,18 @@ async fn stateless_mode_keeps_no_session_and_any_replica_serves_any_request() {
     );
     assert!(got.header("mcp-session-id").is_none());
 
-    // No server-to-client stream, no session to end.
+    // No server-to-client stream of a session, no session to end. (A GET without a
+    // session id is a legacy client's event stream, served: see mcp_sse.rs.)
     for method in ["GET", "DELETE"] {
-        let (status, _, _) = client::curl(&["-X", method, "-H", "accept: text/event-stream", &url]);
+        let (status, _, _) = client::curl(&[
+            "-X",
+            method,
+            "-H",
+            "accept: text/event-stream",
+            "-H",
+            "mcp-session-id: none",
+            &url,
+        ]);
         assert_eq!(status, 405, "{method}");
     }
     // Nothing is kept: no active session, no re-initialization, and every upstream
@@ -383,4 +392,62 @@ async fn stateless_mode_keeps_no_session_and_any_replica_serves_any_request() {
             ]
         ) >= 10.0
     );
+}
+
+#[test]
+fn input_requests_of_a_modern_only_target_reach_clients_of_both_generations() {
+    // The 2026-07-28 way of asking: the SDK 2.x server answers the call `input_required`
+    // (elicitation or sampling inside), and expects the call again with the answers.
+    let gamma = FastMcp::start_modern_asking("gamma");
+    let alpha = FastMcp::start("alpha");
+    let (proxy, _, url) = gateway(&[("gamma", gamma.url()), ("alpha", alpha.url())]);
+    let fail = |e: String| -> Value {
+        panic!(
+            "{e}\nproxy log:\n{}\nserver log:\n{}",
+            proxy.logs(),
+            gamma.logs()
+        )
+    };
+    let asks = "gamma asks: your favourite colour?";
+
+    // Session style (SDK 1.x, streamable HTTP and legacy SSE): the gateway puts each
+    // input request to the client as a server request on its response stream, then
+    // calls again with the answers.
+    for out in [
+        client_v1(&url, "answer", &["gamma_favourite"]).unwrap_or_else(fail),
+        client_v1_sse(&format!("{url}/sse"), "answer", &["gamma_favourite"]).unwrap_or_else(fail),
+    ] {
+        assert_eq!(out["text"], json!(["gamma: teal"]), "{out}");
+        assert_eq!(out["requests"][0]["message"], asks, "{out}");
+    }
+    let out = client_v1(&url, "answer", &["gamma_compose"]).unwrap_or_else(fail);
+    assert_eq!(
+        out["text"],
+        json!(["gamma got: sampled: a line on tides"]),
+        "{out}"
+    );
+    assert_eq!(out["requests"][0]["method"], "sampling/createMessage");
+
+    // 2026-07-28 style (SDK 2.x): the result is passed on, and the client calls again
+    // itself, through the gateway.
+    let out = client_v2(&url, "answer", &["gamma_favourite"]).unwrap_or_else(fail);
+    assert_eq!(out["text"], json!(["gamma: teal"]), "{out}");
+    assert_eq!(out["requests"][0]["message"], asks, "{out}");
+    let out = client_v2(&url, "answer", &["gamma_compose"]).unwrap_or_else(fail);
+    assert_eq!(
+        out["text"],
+        json!(["gamma got: sampled: a line on tides"]),
+        "{out}"
+    );
+
+    // Each round is a call to the target: two per answered call, five calls.
+    let rounds = proxy.metric(
+        "agentmesh_mcp_requests_total",
+        &[
+            ("method", "tools/call"),
+            ("target", "gamma"),
+            ("outcome", "ok"),
+        ],
+    );
+    assert_eq!(rounds, 10.0, "{}", proxy.metrics_text());
 }

@@ -537,3 +537,86 @@ async fn restarted_sse_target_gets_a_new_stream_and_the_client_keeps_its_session
         proxy.metrics_text()
     );
 }
+
+#[test]
+fn stateless_gateway_serves_legacy_sse_clients_on_their_own_stream() {
+    // Stateless: no gateway session; the client's event stream is the only state. One
+    // target over streamable HTTP, one over the legacy transport.
+    let (alpha, beta) = (
+        FastMcp::start_relay("alpha"),
+        FastMcp::start_relay_sse("beta"),
+    );
+    let (tour_alpha, tour_beta) = (FastMcp::start("alpha"), FastMcp::start_sse("beta"));
+    let stateless = "    sessions:\n      stateless: true\n";
+    let port = free_port();
+    let proxy = Proxy::start(&gateway_config_yaml(
+        port,
+        &[
+            http_target("alpha", &tour_alpha.url()),
+            sse_target("beta", &tour_beta.sse_url()),
+        ]
+        .concat(),
+        stateless,
+    ));
+    let sse = format!("http://127.0.0.1:{port}/mcp/sse");
+
+    let out = or_logs(client_v1_sse(&sse, "tour", &[]), &proxy);
+    assert_eq!(strings(&out["tools"]), ALPHA_BETA_TOOLS);
+    assert_eq!(out["calls"]["beta_echo"], call_ok("beta: hi"));
+    assert_eq!(out["calls"]["alpha_add"], call_ok("5"));
+    let readme = "agentmesh://beta/notes%3A%2F%2Fbeta%2Freadme";
+    assert_eq!(
+        out["reads"][readme],
+        json!([{ "uri": readme, "text": "readme of beta" }])
+    );
+
+    // Server requests, sampling and progress cross on the stream: each request has
+    // upstream sessions of its own, and the client's answer reaches the one that asked.
+    let relay_port = free_port();
+    let relay = Proxy::start(&gateway_config_yaml(
+        relay_port,
+        &[
+            http_target("alpha", &alpha.url()),
+            sse_target("beta", &beta.sse_url()),
+        ]
+        .concat(),
+        stateless,
+    ));
+    let sse = format!("http://127.0.0.1:{relay_port}/mcp/sse");
+    for tool in ["alpha_favourite", "beta_favourite"] {
+        let out = or_logs(client_v1_sse(&sse, "answer", &[tool]), &relay);
+        let who = &tool[..tool.find('_').unwrap()];
+        assert_eq!(
+            out["text"],
+            json!([format!("{who}: teal")]),
+            "{tool}: {out}"
+        );
+        assert_eq!(
+            out["requests"][0]["message"],
+            format!("{who} asks: your favourite colour?")
+        );
+    }
+    let out = or_logs(client_v1_sse(&sse, "answer", &["beta_compose"]), &relay);
+    assert_eq!(
+        out["text"],
+        json!(["beta got: sampled: a line on tides"]),
+        "{out}"
+    );
+    let out = or_logs(
+        client_v1_sse(&sse, "progress", &["beta_count", r#"{"n": 3}"#]),
+        &relay,
+    );
+    assert_counted(&out, "beta", 3);
+
+    // Nothing was kept: no gateway session, and the upstream sessions were ended.
+    for p in [&proxy, &relay] {
+        assert_eq!(
+            p.metric("agentmesh_mcp_sessions_active", &[("backend", "tools")]),
+            0.0
+        );
+        assert_eq!(
+            p.metric("agentmesh_mcp_upstream_session_inits_total", &[]),
+            0.0
+        );
+    }
+}

@@ -14,7 +14,8 @@
 //!   must carry an id it issued (404 otherwise, as the spec says for unknown sessions).
 //! - `tools/list`: TOOLS tools `tool00`, `tool01`, … with an input schema, answered
 //!   after LIST_DELAY_MS milliseconds (a server farther away, or slower to list; the
-//!   wait costs no CPU, so ten such servers can wait at once on a small machine).
+//!   wait costs no CPU, so ten such servers can wait at once on a small machine, and
+//!   it is precise to the OS timer, not rounded to tokio's millisecond ticks).
 //! - `tools/call`: `tool<NN>` answers one text item `NAME/tool<NN>: <arguments.text>`;
 //!   an unknown tool is a JSON-RPC error -32602.
 //! - `ping`, notifications (202), `DELETE` (200), `GET` (405: no server stream).
@@ -199,7 +200,13 @@ async fn handle(
         "ping" => json!({ "jsonrpc": "2.0", "id": id, "result": {} }),
         "tools/list" => {
             if !offer.list_delay.is_zero() {
-                tokio::time::sleep(offer.list_delay).await;
+                // A precise wait, not `tokio::time::sleep`: tokio's timer rounds up to
+                // whole milliseconds on its own clock, so a caller whose request
+                // arrives a little later can find the answer a whole millisecond
+                // later, and a merged list would measure that rounding rather than
+                // the gateway. A thread of the blocking pool waits instead (no CPU).
+                let delay = offer.list_delay;
+                let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
             }
             json!({ "jsonrpc": "2.0", "id": id, "result": offer.tool_list })
         }

@@ -72,9 +72,13 @@ pub fn decode_header_value(v: &str) -> Option<String> {
 }
 
 /// A request or notification of the gateway, wrapped for a 2026-07-28 target: the
-/// envelope in `params._meta`, with the gateway's own identity. The gateway claims no
-/// client capabilities: in this style a server asks for input by returning a result
-/// that the client must complete, which clients of the session style cannot do.
+/// envelope in `params._meta`, with the gateway's own identity. It claims what it can
+/// relay (elicitation, sampling, roots), as its `initialize` does: in this style a
+/// server asks for input with an `input_required` result, which the gateway completes
+/// with a client of the session style (as server requests on its response stream, see
+/// `federation`) or passes on to a client of this style, who retries the request
+/// itself. A client without the capability answers with an error, which fails the
+/// request.
 pub fn wrap(msg: &Value, version: &str) -> Value {
     let mut msg = msg.clone();
     if let Some(obj) = msg.as_object_mut() {
@@ -83,7 +87,10 @@ pub fn wrap(msg: &Value, version: &str) -> Value {
             let meta = p.entry("_meta").or_insert_with(|| json!({}));
             if let Some(m) = meta.as_object_mut() {
                 m.insert(META_VERSION.into(), json!(version));
-                m.insert(META_CAPABILITIES.into(), json!({}));
+                m.insert(
+                    META_CAPABILITIES.into(),
+                    json!({ "elicitation": {}, "sampling": {}, "roots": {} }),
+                );
                 m.insert(
                     META_CLIENT_INFO.into(),
                     json!({ "name": "agentmesh", "version": env!("CARGO_PKG_VERSION") }),
@@ -127,6 +134,17 @@ pub fn unwrap_result(result: &mut Value) {
     if empty {
         obj.remove("_meta");
     }
+}
+
+/// Whether a result is the 2026-07-28 `input_required` kind: the request is to be
+/// retried with `inputResponses` to its `inputRequests` and its `requestState`.
+pub fn is_input_required(result: &Value) -> bool {
+    result.get("resultType").and_then(Value::as_str) == Some("input_required")
+}
+
+/// Whether requests of `method` may be answered `input_required`.
+pub fn may_require_input(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
 /// Whether a `server/discover` result lists a version of the 2026-07-28 style the
@@ -182,7 +200,10 @@ mod tests {
             (Some("tools/call"), Some("echo".into()))
         );
         let list = wrap(&json!({ "id": 2, "method": "tools/list" }), "2026-07-28");
-        assert_eq!(list["params"]["_meta"][META_CAPABILITIES], json!({}));
+        assert_eq!(
+            list["params"]["_meta"][META_CAPABILITIES],
+            json!({ "elicitation": {}, "sampling": {}, "roots": {} })
+        );
         assert_eq!(routing_headers(&list), (Some("tools/list"), None));
     }
 

@@ -13,24 +13,30 @@
 //! that lost its session is re-initialized once, transparently, and the client keeps
 //! its session id.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use super::authz::{self, Caller, Decision};
+use super::envelope;
+use super::items;
 pub use super::items::ListKind;
 use super::jsonrpc::{self, McpError, code};
 use super::metrics::{McpMetrics, McpRequest, method_label};
 use super::names::{self, Cursor};
 use super::relay::{self, ClientStream, Relay};
 use super::session::SessionState;
-use super::upstream::{Target, TargetError, UpstreamSession};
+use super::upstream::{RawResult, ReplyForm, Target, TargetError, UpstreamSession};
 use super::{FailureMode, McpBackend, Naming, SUPPORTED_VERSIONS};
+
+/// Most `input_required` rounds one request goes through before it fails.
+const MAX_INPUT_ROUNDS: usize = 8;
 
 /// A client session, opened for one request.
 #[derive(Debug, Clone)]
@@ -102,6 +108,59 @@ impl Session {
     }
 }
 
+/// A merged list result, serialized once (see [`Ctx::list`]).
+#[derive(Debug, Clone)]
+pub struct MergedList {
+    /// The result object's JSON text.
+    pub json: Vec<u8>,
+    /// The composite cursor to the next page, also inside `json`.
+    pub next_cursor: Option<String>,
+}
+
+impl MergedList {
+    /// Adds fields to the result object (names not already in it).
+    pub fn append_fields(&mut self, fields: &[(&str, &Value)]) {
+        if self.json.last() != Some(&b'}') {
+            return;
+        }
+        self.json.pop();
+        for (k, v) in fields {
+            self.json.push(b',');
+            items::write_json_str(&mut self.json, k);
+            self.json.push(b':');
+            // Writing a value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.json, v);
+        }
+        self.json.push(b'}');
+    }
+
+    /// As a tree, for the paths that send results as messages (legacy SSE, relayed
+    /// streams); the streamable-HTTP answer writes `json` as it is.
+    pub fn into_value(self) -> Value {
+        // Written by `Ctx::list` from checked JSON: it parses.
+        serde_json::from_slice(&self.json).unwrap_or_default()
+    }
+}
+
+/// What a request of a session returns: a tree, or a merged list already serialized.
+#[derive(Debug)]
+pub enum Served {
+    /// Any result but a list.
+    Tree(Value),
+    /// A merged list.
+    List(MergedList),
+}
+
+impl Served {
+    /// As a tree (see [`MergedList::into_value`]).
+    pub fn into_value(self) -> Value {
+        match self {
+            Served::Tree(v) => v,
+            Served::List(l) => l.into_value(),
+        }
+    }
+}
+
 /// Everything one MCP request needs.
 pub struct Ctx<'a> {
     /// The backend.
@@ -126,25 +185,33 @@ impl Ctx<'_> {
         method: &str,
         id: &Value,
         params: Option<Value>,
-    ) -> Result<Value, McpError> {
+    ) -> Result<Served, McpError> {
         match ListKind::of(method) {
-            Some(kind) => self.list(session, kind, id, params).await,
-            None if method == "logging/setLevel" => {
-                self.broadcast(session, method, id, params).await
-            }
-            None => self.route(session, method, id, params).await,
+            Some(kind) => self.list(session, kind, id, params).await.map(Served::List),
+            None if method == "logging/setLevel" => self
+                .broadcast(session, method, id, params)
+                .await
+                .map(Served::Tree),
+            None => self
+                .route(session, method, id, params)
+                .await
+                .map(Served::Tree),
         }
     }
 
     /// A list method, fanned out to every target (or, on a later page, to those the
     /// cursor names) and merged.
+    ///
+    /// Items are never parsed into trees: each target's result arrives as JSON text
+    /// ([`RawResult`]), each item is copied into the merged answer as written, with only
+    /// the field naming it rewritten (when prefixed), and the answer is written once.
     pub async fn list(
         &self,
         session: &Session,
         kind: ListKind,
         id: &Value,
         params: Option<Value>,
-    ) -> Result<Value, McpError> {
+    ) -> Result<MergedList, McpError> {
         let mut params = params.unwrap_or_else(|| json!({}));
         let plan: Vec<(&Arc<Target>, Option<String>)> = match params
             .as_object_mut()
@@ -162,28 +229,67 @@ impl Ctx<'_> {
             }
             Some(_) => return Err(McpError::InvalidParams("cursor must be a string".into())),
         };
-        // Pages are merged as they arrive, in target order: by the time the slowest
-        // target answers, the pages of the others are merged (and their leftovers
-        // freed), so only its own page is left to do.
-        let mut pages: FuturesOrdered<_> = plan
-            .iter()
-            .map(|(t, cursor)| {
-                let mut p = params.clone();
-                if let (Some(c), Some(obj)) = (cursor, p.as_object_mut()) {
-                    obj.insert("cursor".into(), Value::String(c.clone()));
+        // Asked slowest first (by their recent list times), so the slowest target's
+        // wait starts before the others' requests are written; merged in target order
+        // as pages arrive: by the time the slowest target answers, the pages of the
+        // others are merged (and their bodies freed), so only its own page is left.
+        let mut send_order: Vec<usize> = (0..plan.len()).collect();
+        send_order.sort_by_key(|&i| std::cmp::Reverse(plan[i].0.list_time()));
+        let started = Instant::now();
+        let mut asks = send_order.iter().map(|&i| {
+            let (t, cursor) = &plan[i];
+            let mut p = params.clone();
+            if let (Some(c), Some(obj)) = (cursor, p.as_object_mut()) {
+                obj.insert("cursor".into(), Value::String(c.clone()));
+            }
+            async move {
+                let page = self
+                    .call_as::<RawResult>(session, t, kind.method(), Some(p), id, "".into())
+                    .await;
+                t.record_list_time(started.elapsed());
+                (i, page)
+            }
+        });
+        let mut arrived: Vec<Option<Result<RawResult, McpError>>> =
+            std::iter::repeat_with(|| None).take(plan.len()).collect();
+        let mut pages = FuturesUnordered::new();
+        if let Some(slowest) = asks.next() {
+            pages.push(slowest);
+            if plan.len() > 1 {
+                // The slowest target's request is written before the others' are
+                // prepared: polled once, it hands the request to its connection, whose
+                // task runs at the yield.
+                if let Some(Some((i, page))) = pages.next().now_or_never() {
+                    arrived[i] = Some(page);
                 }
-                self.call(session, t, kind.method(), Some(p), id, "".into())
-            })
-            .collect();
+                tokio::task::yield_now().await;
+            }
+        }
+        pages.extend(asks);
+        let mut merged = 0;
         let (field, key) = kind.fields();
-        let mut items = Vec::new();
+        let mut out = Vec::with_capacity(4096);
+        out.push(b'{');
+        items::write_json_str(&mut out, field);
+        out.extend_from_slice(b":[");
+        let mut first = true;
         let mut seen = HashSet::new();
         let mut next = Cursor::default();
         let dedup = self.backend.naming == Naming::Plain && self.backend.targets.len() > 1;
-        let mut order = plan.iter();
-        while let Some(page) = pages.next().await {
-            let Some((t, _)) = order.next() else { break };
-            let mut page = match page {
+        while merged < plan.len() {
+            if arrived[merged].is_none() {
+                let Some((i, page)) = pages.next().await else {
+                    break;
+                };
+                arrived[i] = Some(page);
+                continue;
+            }
+            let (t, _) = &plan[merged];
+            let Some(page) = arrived[merged].take() else {
+                break;
+            };
+            merged += 1;
+            let page = match page {
                 // A target without this feature has nothing to add.
                 Err(McpError::TargetRpc { error, .. })
                     if error.get("code").and_then(Value::as_i64)
@@ -196,27 +302,40 @@ impl Ctx<'_> {
                     None => continue,
                 },
             };
-            if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
-                next.targets.insert(t.name.to_string(), c.to_owned());
-            }
-            // Taken out of the page, not cloned: the page is dropped right after.
-            let Some(Value::Array(list)) = page.get_mut(field).map(Value::take) else {
-                continue;
-            };
-            items.reserve(list.len());
-            for mut item in list {
-                // The name is taken out of the item and put back (rewritten when
-                // prefixed): no copy of it in the plain case.
-                let Some(slot) = item.get_mut(key) else {
+            let read = match items::read_page(&page.0, field) {
+                Ok(read) => read,
+                Err(e) => {
+                    let error =
+                        TargetError::Protocol(format!("invalid {} result: {e}", kind.method()));
+                    let failed = McpError::Target {
+                        target: t.name.clone(),
+                        error,
+                    };
+                    self.absorb::<()>(t, kind.method(), Err(failed))?;
                     continue;
-                };
-                let Value::String(name) = slot.take() else {
+                }
+            };
+            if let Some(c) = read.next_cursor {
+                next.targets.insert(t.name.to_string(), c);
+            }
+            // Reused for every item of the page (it borrows from the page).
+            let mut fields = Vec::new();
+            for item in read.items.into_iter().flatten() {
+                if !items::item_fields(item, &mut fields) {
+                    continue;
+                }
+                let Some(name) = fields
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, v)| items::raw_str(v))
+                else {
                     continue;
                 };
                 if authz::authorize(&self.caller, &t.name, kind.item(), &name) == Decision::Deny {
                     continue;
                 }
-                let exposed = self.expose(t, kind, name);
+                let exposed = self.expose(t, kind, &name);
                 if dedup {
                     let owner = self.backend.state.claim(
                         kind.item(),
@@ -224,36 +343,51 @@ impl Ctx<'_> {
                         &t.name,
                         &self.backend.targets,
                     );
-                    if !owner || !seen.insert(exposed.clone()) {
-                        tracing::debug!(backend = %self.backend.key, target = %t.name, name = exposed, "duplicate name hidden: an earlier target owns it");
+                    if !owner || !seen.insert(exposed.to_string()) {
+                        tracing::debug!(backend = %self.backend.key, target = %t.name, name = %exposed, "duplicate name hidden: an earlier target owns it");
                         continue;
                     }
                 }
                 if kind == ListKind::Tools {
                     self.backend.state.learn_tool(&exposed);
                 }
-                item[key] = Value::String(exposed);
-                items.push(item);
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                match &exposed {
+                    // Unchanged: the item as the target wrote it.
+                    Cow::Borrowed(_) => out.extend_from_slice(item.get().as_bytes()),
+                    Cow::Owned(new) => items::write_item_with(&mut out, &fields, key, new),
+                }
             }
         }
-        // Moved in, not through `json!`, which would deep-copy every item.
-        let mut result = serde_json::Map::new();
-        result.insert(field.into(), Value::Array(items));
-        if let Some(c) = next.encode() {
-            result.insert("nextCursor".into(), Value::String(c));
+        out.push(b']');
+        let next_cursor = next.encode();
+        if let Some(c) = &next_cursor {
+            out.extend_from_slice(b",\"nextCursor\":");
+            items::write_json_str(&mut out, c);
         }
-        Ok(Value::Object(result))
+        out.push(b'}');
+        Ok(MergedList {
+            json: out,
+            next_cursor,
+        })
     }
 
-    /// The client-facing name of item `name` of `t`.
-    fn expose(&self, t: &Target, kind: ListKind, name: String) -> String {
+    /// The client-facing name of item `name` of `t` (borrowed when unchanged).
+    fn expose<'n>(&self, t: &Target, kind: ListKind, name: &'n str) -> Cow<'n, str> {
         match (self.backend.naming, kind) {
-            (Naming::Plain, _) => name,
+            (Naming::Plain, _) => Cow::Borrowed(name),
             (Naming::Prefixed, ListKind::Tools | ListKind::Prompts) => {
-                names::prefixed(&t.name, &name)
+                Cow::Owned(names::prefixed(&t.name, name))
             }
-            (Naming::Prefixed, ListKind::Resources) => names::rewrite_uri(&t.name, &name),
-            (Naming::Prefixed, ListKind::Templates) => names::rewrite_uri_template(&t.name, &name),
+            (Naming::Prefixed, ListKind::Resources) => {
+                Cow::Owned(names::rewrite_uri(&t.name, name))
+            }
+            (Naming::Prefixed, ListKind::Templates) => {
+                Cow::Owned(names::rewrite_uri_template(&t.name, name))
+            }
         }
     }
 
@@ -269,6 +403,115 @@ impl Ctx<'_> {
         id: &Value,
         tool: Arc<str>,
     ) -> Result<Value, McpError> {
+        // Kept to retry with, when a 2026-07-28 target (or one not opened yet) may ask
+        // for input and the client can be asked.
+        let may_ask = self.relay.is_some()
+            && envelope::may_require_input(method)
+            && session
+                .upstream(&t.name)
+                .is_none_or(|up| envelope::is_modern_version(&up.version));
+        let base = may_ask.then(|| params.clone());
+        let mut result = self
+            .call_as::<Value>(session, t, method, params, id, tool.clone())
+            .await?;
+        let Some(base) = base else {
+            return Ok(result);
+        };
+        for _ in 0..MAX_INPUT_ROUNDS {
+            if !envelope::is_input_required(&result) {
+                return Ok(result);
+            }
+            let responses = self.ask_client(t, &result).await?;
+            let mut params = base.clone().unwrap_or_else(|| json!({}));
+            if let Some(p) = params.as_object_mut() {
+                p.insert("inputResponses".into(), Value::Object(responses));
+                if let Some(state) = result.get_mut("requestState").map(Value::take) {
+                    p.insert("requestState".into(), state);
+                }
+            }
+            result = self
+                .call_as::<Value>(session, t, method, Some(params), id, tool.clone())
+                .await?;
+        }
+        if !envelope::is_input_required(&result) {
+            return Ok(result);
+        }
+        Err(McpError::Target {
+            target: t.name.clone(),
+            error: TargetError::Protocol(format!(
+                "still asked for input after {MAX_INPUT_ROUNDS} rounds"
+            )),
+        })
+    }
+
+    /// Puts the input requests of an `input_required` result to the client, as server
+    /// requests on its response stream, and gathers the answers as `inputResponses`.
+    /// A client's error answer fails the request with that error.
+    async fn ask_client(
+        &self,
+        t: &Arc<Target>,
+        pending: &Value,
+    ) -> Result<serde_json::Map<String, Value>, McpError> {
+        let mut responses = serde_json::Map::new();
+        let Some(to) = &self.relay else {
+            return Ok(responses);
+        };
+        let requests = pending.get("inputRequests").and_then(Value::as_object);
+        for (key, request) in requests.into_iter().flatten() {
+            let question = self.backend.state.asking.ask(&t.name);
+            let mut msg = serde_json::Map::new();
+            msg.insert("jsonrpc".into(), json!("2.0"));
+            msg.insert("id".into(), question.id.clone());
+            for field in ["method", "params"] {
+                if let Some(v) = request.get(field) {
+                    msg.insert(field.into(), v.clone());
+                }
+            }
+            let gone = || McpError::Target {
+                target: t.name.clone(),
+                error: TargetError::Protocol(
+                    "the client's stream closed before it answered".into(),
+                ),
+            };
+            to.send(Value::Object(msg)).map_err(|_| gone())?;
+            let mut question = question;
+            let answer = tokio::time::timeout(self.timeout, &mut question.answer)
+                .await
+                .map_err(|_| McpError::Target {
+                    target: t.name.clone(),
+                    error: TargetError::Timeout(self.timeout),
+                })?
+                .map_err(|_| gone())?;
+            match (answer.get("result"), answer.get("error")) {
+                (Some(r), _) => {
+                    responses.insert(key.clone(), r.clone());
+                }
+                (None, Some(e)) => {
+                    return Err(McpError::TargetRpc {
+                        target: t.name.clone(),
+                        error: e.clone(),
+                    });
+                }
+                (None, None) => {
+                    return Err(McpError::InvalidRequest(
+                        "a response needs a \"result\" or an \"error\"".into(),
+                    ));
+                }
+            }
+        }
+        Ok(responses)
+    }
+
+    /// As [`Ctx::call`], with the result in form `R`.
+    pub(super) async fn call_as<R: ReplyForm>(
+        &self,
+        session: &Session,
+        t: &Arc<Target>,
+        method: &str,
+        params: Option<Value>,
+        id: &Value,
+        tool: Arc<str>,
+    ) -> Result<R, McpError> {
         let start = Instant::now();
         let upstream_id = relay::next_upstream_id();
         let mut params = params;
@@ -295,7 +538,7 @@ impl Ctx<'_> {
             let mut retried = false;
             loop {
                 let err = |error| McpError::Target { target: t.name.clone(), error };
-                match t.request(&up, &msg, &upstream_id, self.timeout, relay.as_ref()).await {
+                match t.request_as::<R>(&up, &msg, &upstream_id, self.timeout, relay.as_ref()).await {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(error)) => return Err(McpError::TargetRpc { target: t.name.clone(), error }),
                     Err(TargetError::SessionGone) if !retried => {
@@ -308,7 +551,12 @@ impl Ctx<'_> {
             }
         }
         .await;
-        self.count(t, method, tool, outcome_of(&result.as_ref()), start);
+        let outcome = match &result {
+            Ok(r) if r.is_tool_error() => "tool_error",
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.count(t, method, tool, outcome, start);
         result
     }
 

@@ -19,8 +19,11 @@
 //!   upstream sessions, as a DELETE would.
 //!
 //! The stream is held by this process, so the POSTs of a legacy client must reach the
-//! replica holding its stream (the transport's nature). This module frames messages
-//! only; it must not serve methods itself.
+//! replica holding its stream (the transport's nature). In stateless mode the stream is
+//! served too, with no gateway session: the stream alone is the state (the negotiated
+//! version, and the server requests awaiting the client's answer), and each request
+//! runs on its own over upstream sessions opened for it ([`post_stateless`]). This
+//! module frames messages only; it must not serve methods itself.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -80,6 +83,8 @@ impl LegacyStreams {
 
 /// One client's event stream.
 struct LegacyStream {
+    /// Stateless mode: what stands in for the session (see [`post_stateless`]).
+    stateless: Mutex<StatelessStream>,
     /// Who opened it: a keyed hash of its `Authorization` header.
     owner: Option<u64>,
     /// Messages to the client.
@@ -158,6 +163,7 @@ pub fn open(
         to_client: tx,
         session: Mutex::default(),
         upstream_streams: Mutex::default(),
+        stateless: Mutex::default(),
     });
     ctx.backend
         .state
@@ -228,6 +234,9 @@ pub async fn post(
         Ok(m) => m,
         Err(e) => return rpc_json(e.http_status(), &jsonrpc::error(None, &e)),
     };
+    if ctx.backend.stateless {
+        return post_stateless(ctx, metrics, headers, &stream, msg).await;
+    }
     let session_id = stream.session_id();
     match (msg, session_id) {
         (ClientMessage::Request { id, method, params }, None)
@@ -394,10 +403,190 @@ async fn request(
 ) {
     let ctx = o.ctx(Some(stream.to_client.clone()));
     let answer = match ctx.serve(&session, &method, &id, params).await {
-        Ok(r) => jsonrpc::result(&id, r),
+        Ok(r) => jsonrpc::result(&id, r.into_value()),
         Err(e) => jsonrpc::error(Some(&id), &e),
     };
     stream.send(answer);
+}
+
+/// Stateless mode: the stream's own state, which lives and dies with the stream (no
+/// gateway session exists; the targets see upstream sessions opened for each request
+/// and ended after it).
+#[derive(Debug, Default)]
+struct StatelessStream {
+    /// The version `initialize` negotiated; requests before it are refused.
+    version: Option<String>,
+    /// Server requests relayed to the client and not answered yet, by the id the
+    /// client sees (`"<target>:<n>"`, `n` counting on this stream: two requests'
+    /// upstream sessions may use the same ids).
+    asked: HashMap<String, Asked>,
+    /// The `n` of the next relayed server request.
+    next_asked: u64,
+}
+
+/// A server request relayed in stateless mode: whom the client's answer goes to.
+#[derive(Debug)]
+struct Asked {
+    target: String,
+    /// The target's own id of the request.
+    original: Value,
+    /// The upstream session of the request that the target asked during.
+    upstream: super::upstream::UpstreamSession,
+}
+
+impl LegacyStream {
+    fn stateless(&self) -> std::sync::MutexGuard<'_, StatelessStream> {
+        self.stateless
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A message on a legacy stream in stateless mode. The stream is the only state:
+/// `initialize` negotiates (upstream sessions opened to merge the offer, then ended)
+/// and the stream keeps the version; each later request runs on its own over upstream
+/// sessions opened for it and ended after it, and its messages and answer come on the
+/// stream. Server requests of the targets are relayed under ids of the stream's own
+/// and the client's answers go back to the upstream session of the request that
+/// asked. Client notifications have nothing to reach (no session) and are dropped, as
+/// on streamable HTTP in this mode.
+async fn post_stateless(
+    ctx: &Ctx<'_>,
+    metrics: &Arc<Metrics>,
+    headers: &HeaderMap,
+    stream: &Arc<LegacyStream>,
+    msg: ClientMessage,
+) -> Response<Body> {
+    let version = stream.stateless().version.clone();
+    match (msg, version) {
+        (ClientMessage::Request { id, method, params }, None) if method == "initialize" => {
+            let o = owned(ctx, metrics, headers);
+            let stream = stream.clone();
+            spawn_on(&stream.clone(), async move {
+                let ctx = o.ctx(None);
+                let answer = match ctx.handshake(params.as_ref()).await {
+                    Ok((result, state)) => {
+                        super::handshake::end_sessions(ctx.backend, state.upstreams, ctx.timeout);
+                        stream.stateless().version = Some(state.version);
+                        jsonrpc::result(&id, result)
+                    }
+                    Err(e) => jsonrpc::error(Some(&id), &e),
+                };
+                stream.send(answer);
+            });
+            accepted()
+        }
+        (ClientMessage::Request { id, method, .. }, Some(_)) if method == "initialize" => {
+            let err = McpError::InvalidRequest(
+                "initialize was sent on this SSE stream already; open a new stream for a new session"
+                    .into(),
+            );
+            rpc_json(StatusCode::BAD_REQUEST, &jsonrpc::error(Some(&id), &err))
+        }
+        (ClientMessage::Request { id, method, .. }, _) if method == "ping" => {
+            stream.send(jsonrpc::result(&id, json!({})));
+            accepted()
+        }
+        (ClientMessage::Request { id, .. }, None) => not_initialized(Some(&id)),
+        (ClientMessage::Request { id, method, params }, Some(version)) => {
+            let o = owned(ctx, metrics, headers);
+            spawn_on(
+                stream,
+                request_stateless(o, stream.clone(), version, id, method, params),
+            );
+            accepted()
+        }
+        (ClientMessage::Notification { .. }, _) => accepted(),
+        (ClientMessage::Response { id, message }, _) => {
+            let Err(mut message) = ctx.backend.state.asking.answer(&id, message) else {
+                return accepted();
+            };
+            let asked = id.as_str().and_then(|k| stream.stateless().asked.remove(k));
+            let Some(asked) = asked else {
+                tracing::debug!(backend = %ctx.backend.key, %id, "client response to no relayed request dropped");
+                return accepted();
+            };
+            let Some(t) = ctx.backend.target(&asked.target).cloned() else {
+                return accepted();
+            };
+            message["id"] = asked.original;
+            if let Err(e) = t.notify(&asked.upstream, &message, ctx.timeout).await {
+                tracing::info!(backend = %ctx.backend.key, target = %t.name, error = %e, "client response not delivered to the target");
+            }
+            accepted()
+        }
+    }
+}
+
+/// A request in stateless mode: served over upstream sessions of its own, its relayed
+/// messages passed on to the stream (server requests renamed, see [`StatelessStream`]).
+async fn request_stateless(
+    o: Owned,
+    stream: Arc<LegacyStream>,
+    version: String,
+    id: Value,
+    method: String,
+    params: Option<Value>,
+) {
+    let session = Session::stateless(&version);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let relayed = {
+        let (stream, session) = (stream.clone(), session.clone());
+        let backend = o.backend.clone();
+        async move {
+            let mut keys = Vec::new();
+            while let Some(mut msg) = rx.recv().await {
+                let id = msg.get("id");
+                // Input requests of 2026-07-28 targets are answered to the request
+                // waiting for them, under their own ids.
+                let waiting = id.is_some_and(|i| backend.state.asking.is_waiting(i));
+                if !waiting
+                    && msg.get("method").is_some()
+                    && let Some((target, original)) = msg
+                        .get("id")
+                        .and_then(|i| crate::mcp::relay::parse_server_request_id(i))
+                        .map(|(t, o)| (t.to_owned(), o))
+                    && let Some(upstream) = session.upstream(&target)
+                {
+                    let mut st = stream.stateless();
+                    let key = format!("{target}:{}", st.next_asked);
+                    st.next_asked += 1;
+                    st.asked.insert(
+                        key.clone(),
+                        Asked {
+                            target,
+                            original,
+                            upstream,
+                        },
+                    );
+                    drop(st);
+                    msg["id"] = json!(key);
+                    keys.push(key);
+                }
+                stream.send(msg);
+            }
+            keys
+        }
+    };
+    let served = async {
+        let ctx = o.ctx(Some(tx));
+        let r = ctx.serve(&session, &method, &id, params).await;
+        session.finish(ctx.backend, ctx.timeout);
+        // `ctx` (and the relay's sender with it) is dropped here: the relaying ends.
+        r
+    };
+    let (r, keys) = tokio::join!(served, relayed);
+    // Questions the client never answered die with the request.
+    {
+        let mut st = stream.stateless();
+        for k in keys {
+            st.asked.remove(&k);
+        }
+    }
+    stream.send(match r {
+        Ok(r) => jsonrpc::result(&id, r.into_value()),
+        Err(e) => jsonrpc::error(Some(&id), &e),
+    });
 }
 
 /// Owned by the stream's body: keeps the session alive while the client reads, and ends

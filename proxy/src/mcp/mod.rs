@@ -151,6 +151,8 @@ pub struct BackendState {
     offers: Mutex<HashMap<Arc<str>, serde_json::Value>>,
     /// Upstream requests in flight, for cancellation.
     pub inflight: relay::InFlight,
+    /// Input requests of 2026-07-28 targets put to clients, awaiting their answers.
+    pub asking: relay::Asking,
 }
 
 impl BackendState {
@@ -176,6 +178,7 @@ impl BackendState {
             owners: Mutex::default(),
             offers: Mutex::default(),
             inflight: relay::InFlight::default(),
+            asking: relay::Asking::default(),
         });
         all.insert(key.to_owned(), Arc::downgrade(&state));
         state

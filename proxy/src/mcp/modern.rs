@@ -28,7 +28,7 @@ use http::header;
 use serde_json::{Map, Value, json};
 
 use super::envelope::{decode_header_value, name_field};
-use super::federation::{Ctx, ListKind, Session};
+use super::federation::{Ctx, ListKind, Served, Session};
 use super::items::merge_offers;
 use super::jsonrpc::{ClientMessage, McpError, code};
 use super::upstream::VERSION_HEADER;
@@ -185,7 +185,7 @@ pub async fn serve(
     id: &Value,
     method: &str,
     params: Option<Value>,
-) -> Result<Value, McpError> {
+) -> Result<Served, McpError> {
     let session = if ctx.backend.stateless {
         Session::stateless(SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1])
     } else {
@@ -202,7 +202,18 @@ async fn serve_in(
     id: &Value,
     method: &str,
     params: Option<Value>,
-) -> Result<Value, McpError> {
+) -> Result<Served, McpError> {
+    if let Some(kind) = ListKind::of(method) {
+        // Lists are filtered per caller: cacheable by this caller only, and not for
+        // long, as targets change.
+        let mut list = ctx.list(session, kind, id, params).await?;
+        list.append_fields(&[
+            ("resultType", &json!("complete")),
+            ("ttlMs", &json!(0)),
+            ("cacheScope", &json!("private")),
+        ]);
+        return Ok(Served::List(list));
+    }
     let mut result = match method {
         "server/discover" => discover(ctx, session).await?,
         "ping" => json!({}),
@@ -211,26 +222,18 @@ async fn serve_in(
                 "initialize is not part of the 2026-07-28 protocol; send requests directly".into(),
             ));
         }
-        _ => match ListKind::of(method) {
-            Some(kind) => ctx.list(session, kind, id, params).await?,
-            None if method == "logging/setLevel" => {
-                ctx.broadcast(session, method, id, params).await?
-            }
-            None => ctx.route(session, method, id, params).await?,
-        },
+        "logging/setLevel" => ctx.broadcast(session, method, id, params).await?,
+        _ => ctx.route(session, method, id, params).await?,
     };
     if let Some(obj) = result.as_object_mut() {
         obj.entry("resultType").or_insert(json!("complete"));
-        let cacheable = ListKind::of(method).is_some()
-            || matches!(method, "resources/read" | "server/discover");
+        let cacheable = matches!(method, "resources/read" | "server/discover");
         if cacheable {
-            // Lists are filtered per caller: cacheable by this caller only, and not for
-            // long, as targets change.
             obj.entry("ttlMs").or_insert(json!(0));
             obj.entry("cacheScope").or_insert(json!("private"));
         }
     }
-    Ok(result)
+    Ok(Served::Tree(result))
 }
 
 /// `server/discover`: the targets' merged offer. A target the gateway never

@@ -33,7 +33,13 @@ pub fn valid_target_name(name: &str) -> bool {
 
 /// `<target>_<name>`.
 pub fn prefixed(target: &str, name: &str) -> String {
-    format!("{target}{SEPARATOR}{name}")
+    // Not `format!`: a merged list prefixes every item, and `fmt` costs several times
+    // the copy.
+    let mut out = String::with_capacity(target.len() + SEPARATOR.len_utf8() + name.len());
+    out.push_str(target);
+    out.push(SEPARATOR);
+    out.push_str(name);
+    out
 }
 
 /// Splits a prefixed name into target and original name.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::names;
 
@@ -117,6 +117,74 @@ impl Relay {
             *uri = json!(names::rewrite_uri(&self.target, s));
         }
         self.to.send(msg).is_ok()
+    }
+}
+
+/// Input requests of 2026-07-28 targets (elicitation, sampling, roots inside an
+/// `input_required` result) put to a client of the session style as server requests:
+/// the request that asks waits here for the client's response, by the id the client
+/// sees (`"<target>:\"input-<n>\""`, a server request id of the usual form). The
+/// waiting request runs in this process, so the client's answer must reach it here.
+#[derive(Debug, Default)]
+pub struct Asking {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+}
+
+/// A question put to a client: the id it was sent under and where its answer arrives.
+/// Dropping it forgets the question.
+pub struct Question<'a> {
+    table: &'a Asking,
+    key: String,
+    /// The id the client sees.
+    pub id: Value,
+    /// The client's whole response message.
+    pub answer: oneshot::Receiver<Value>,
+}
+
+impl Asking {
+    /// A new question on behalf of `target`.
+    pub fn ask(&self, target: &str) -> Question<'_> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = server_request_id(target, &json!(format!("input-{n}")));
+        let key = id.as_str().unwrap_or_default().to_owned();
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(key.clone(), tx);
+        Question {
+            table: self,
+            key,
+            id,
+            answer: rx,
+        }
+    }
+
+    /// Delivers a client's response to the question it answers; gives the message back
+    /// when no question here has that id.
+    pub fn answer(&self, id: &Value, message: Value) -> Result<(), Value> {
+        let waiting = id.as_str().and_then(|k| self.lock().remove(k));
+        match waiting {
+            // A question whose request went away takes no answer: dropped.
+            Some(tx) => {
+                let _ = tx.send(message);
+                Ok(())
+            }
+            None => Err(message),
+        }
+    }
+
+    /// Whether `id` is a question waiting here.
+    pub fn is_waiting(&self, id: &Value) -> bool {
+        id.as_str().is_some_and(|k| self.lock().contains_key(k))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Value>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Question<'_> {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.key);
     }
 }
 

@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::relay::Relay;
 use super::sse::{SsePool, SseTarget};
 use super::streamable::{EventStream, HttpTarget};
-use super::upstream::{Reply, TargetError, UpstreamSession};
+use super::upstream::{ReplyForm, TargetError, UpstreamSession};
 use crate::http::upstream::UpstreamClient;
 
 /// Where an HTTP target lives: what both transports need to reach it.
@@ -163,20 +163,24 @@ impl RemoteTarget {
         }
     }
 
-    /// Sends a request in `session` over its transport.
-    pub async fn request(
+    /// Sends a request in `session` over its transport; the result in form `R`.
+    pub async fn request_as<R: ReplyForm>(
         &self,
         session: &UpstreamSession,
         msg: &Value,
         id: &Value,
         timeout: Duration,
         relay: Option<&Relay>,
-    ) -> Result<Reply, TargetError> {
+    ) -> Result<Result<R, Value>, TargetError> {
         if session.sse {
-            self.sse.request(session, msg, id, timeout, relay).await
+            Ok(self
+                .sse
+                .request(session, msg, id, timeout, relay)
+                .await?
+                .map(R::from_value))
         } else {
             self.streamable
-                .request(session, msg, id, timeout, relay)
+                .request_as(session, msg, id, timeout, relay)
                 .await
         }
     }

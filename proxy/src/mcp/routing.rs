@@ -231,8 +231,8 @@ impl Ctx<'_> {
         for _ in 0..MAX_OWNER_PAGES {
             let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
             let page = self.list(session, kind, id, params).await?;
-            match page.get("nextCursor").and_then(Value::as_str) {
-                Some(c) => cursor = Some(c.to_owned()),
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
                 None => break,
             }
         }

@@ -14,8 +14,9 @@
 //! - A message of the 2026-07-28 style (no session; see `modern`) is served without a
 //!   session id, over sessions the gateway holds.
 //! - Stateless mode (`sessions.stateless`): no session id is issued or read; each
-//!   request runs over upstream sessions opened for it and ended after it; `GET` and
-//!   `DELETE` get 405. Messages of the 2026-07-28 style likewise hold nothing.
+//!   request runs over upstream sessions opened for it and ended after it; `GET` (but
+//!   a legacy client's event stream) and `DELETE` get 405. Messages of the 2026-07-28
+//!   style likewise hold nothing.
 //! - The legacy HTTP+SSE transport (`legacy`) shares the path: a `GET` without
 //!   `Mcp-Session-Id` opens its event stream, a `POST` with `?sessionId=` is one of its
 //!   messages.
@@ -35,7 +36,7 @@ use serde_json::{Value, json};
 use super::authz::Caller;
 use futures_util::future::join_all;
 
-use super::federation::{Ctx, ListKind, Session};
+use super::federation::{Ctx, ListKind, Served, Session};
 use super::jsonrpc::{self, ClientMessage, McpError};
 use super::session::SessionError;
 use super::upstream::{SESSION_HEADER, VERSION_HEADER};
@@ -98,6 +99,11 @@ pub async fn serve(
                 None => post(&ctx, metrics, &head.headers, bytes).await,
             }
         }
+        // A legacy client's event stream is by nature bound to this replica, stateless
+        // or not (see `legacy`).
+        Method::GET if legacy::wants_stream(&head.headers) => {
+            legacy::open(&ctx, metrics, &head.headers, head.uri.path())
+        }
         Method::GET | Method::DELETE if backend.stateless => {
             let mut resp = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -108,9 +114,6 @@ pub async fn serve(
             resp
         }
         Method::DELETE => delete(&ctx, &head.headers).await,
-        Method::GET if legacy::wants_stream(&head.headers) => {
-            legacy::open(&ctx, metrics, &head.headers, head.uri.path())
-        }
         Method::GET => get(&ctx, &head.headers).await,
         _ => {
             let mut resp = plain(
@@ -287,13 +290,13 @@ async fn post(
                         .await;
                 match answered {
                     stream::Answered::Streaming(resp) => return resp,
-                    stream::Answered::Done(result) => result,
+                    stream::Answered::Done(result) => result.map(Served::Tree),
                 }
             } else {
                 ctx.serve(&session, &method, &id, params).await
             };
             match result {
-                Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
+                Ok(r) => rpc_result(&id, r, style),
                 Err(e) => rpc(e.http_status(), &jsonrpc::error(Some(&id), &e), style),
             }
         }
@@ -337,11 +340,11 @@ async fn post_stateless(
             Ok((result, state)) => {
                 handshake::end_sessions(ctx.backend, state.upstreams, ctx.timeout);
                 ctx.metrics.set_sessions(&ctx.backend.key, 0);
-                Ok(result)
+                Ok(Served::Tree(result))
             }
             Err(e) => Err(e),
         },
-        "ping" => Ok(json!({})),
+        "ping" => Ok(Served::Tree(json!({}))),
         _ => {
             // The version the client negotiated, when it says (2025-06-18 and later).
             let version = headers
@@ -359,7 +362,7 @@ async fn post_stateless(
         }
     };
     match result {
-        Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
+        Ok(r) => rpc_result(&id, r, style),
         Err(e) => rpc(e.http_status(), &jsonrpc::error(Some(&id), &e), style),
     }
 }
@@ -378,7 +381,7 @@ async fn post_modern(
                 Err(e) => Err(e),
             };
             match result {
-                Ok(r) => rpc(StatusCode::OK, &jsonrpc::result(&id, r), style),
+                Ok(r) => rpc_result(&id, r, style),
                 Err(e) => rpc(modern::status_of(&e), &jsonrpc::error(Some(&id), &e), style),
             }
         }
@@ -422,8 +425,13 @@ pub(super) async fn answer_server_request(
     ctx: &Ctx<'_>,
     session: &Session,
     id: &Value,
-    mut message: Value,
+    message: Value,
 ) {
+    // An input request of a 2026-07-28 target, put to the client by a request waiting
+    // here.
+    let Err(mut message) = ctx.backend.state.asking.answer(id, message) else {
+        return;
+    };
     let routed = relay::parse_server_request_id(id).and_then(|(target, original)| {
         let t = ctx.backend.target(target)?;
         Some((t.clone(), session.upstream(target)?.clone(), original))
@@ -618,16 +626,41 @@ pub(super) fn rpc_json(status: StatusCode, msg: &Value) -> Response<Body> {
 }
 
 fn rpc(status: StatusCode, msg: &Value, style: Answer) -> Response<Body> {
-    // Written straight into one byte buffer (`to_string` goes through `fmt` and grows
-    // its string step by step; a merged list is tens of KB). Serializing a `Value`
-    // cannot fail.
+    // Serializing a `Value` into a Vec cannot fail.
+    rpc_written(status, style, 4096, |bytes| {
+        let _ = serde_json::to_writer(bytes, msg);
+    })
+}
+
+/// The 200 answer carrying a request's result; a merged list is copied in as written.
+fn rpc_result(id: &Value, served: Served, style: Answer) -> Response<Body> {
+    match served {
+        Served::Tree(r) => rpc(StatusCode::OK, &jsonrpc::result(id, r), style),
+        Served::List(list) => rpc_written(StatusCode::OK, style, list.json.len() + 64, |bytes| {
+            bytes.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+            let _ = serde_json::to_writer(&mut *bytes, id);
+            bytes.extend_from_slice(b",\"result\":");
+            bytes.extend_from_slice(&list.json);
+            bytes.push(b'}');
+        }),
+    }
+}
+
+/// An answer whose JSON `write` puts straight into one byte buffer (`to_string` goes
+/// through `fmt` and grows its string step by step; a merged list is tens of KB).
+fn rpc_written(
+    status: StatusCode,
+    style: Answer,
+    capacity: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Response<Body> {
     let (prefix, suffix, content_type): (&[u8], &[u8], _) = match style {
         Answer::Json => (b"", b"", "application/json"),
         Answer::Sse => (b"event: message\ndata: ", b"\n\n", "text/event-stream"),
     };
-    let mut bytes = Vec::with_capacity(4096);
+    let mut bytes = Vec::with_capacity(capacity + prefix.len() + suffix.len());
     bytes.extend_from_slice(prefix);
-    let _ = serde_json::to_writer(&mut bytes, msg);
+    write(&mut bytes);
     bytes.extend_from_slice(suffix);
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;

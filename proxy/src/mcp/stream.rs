@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::authz::Caller;
-use super::federation::{Ctx, Session};
+use super::federation::{Ctx, Served, Session};
 use super::jsonrpc::{self, McpError};
 use super::relay::{ClientStream, Relay};
 use super::upstream::{Target, UpstreamSession};
@@ -71,7 +71,9 @@ pub async fn request(
             timeout,
             relay: Some(tx),
         };
-        ctx.serve(&session, &method, &id, params).await
+        ctx.serve(&session, &method, &id, params)
+            .await
+            .map(Served::into_value)
     }));
     tokio::select! {
         biased;

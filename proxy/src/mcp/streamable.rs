@@ -36,8 +36,8 @@ use super::envelope::{self, METHOD_HEADER, NAME_HEADER};
 use super::jsonrpc;
 use super::relay::Relay;
 use super::upstream::{
-    Reply, SESSION_HEADER, TargetError, UpstreamSession, VERSION_HEADER, initialize_request,
-    negotiated_version, reply_from, take_reply, within,
+    Reply, ReplyForm, SESSION_HEADER, Taken, TargetError, UpstreamSession, VERSION_HEADER,
+    initialize_request, negotiated_version, within,
 };
 use crate::http::body;
 use crate::http::upstream::UpstreamClient;
@@ -119,7 +119,9 @@ impl HttpTarget {
         }
         let id = json!(0);
         let msg = initialize_request(&id, version);
-        let (reply, session_id) = self.exchange(None, None, &msg, &id, timeout, None).await?;
+        let (reply, session_id) = self
+            .exchange::<Value>(None, None, &msg, &id, timeout, None)
+            .await?;
         let result = match reply {
             Ok(result) => result,
             Err(e) => match envelope::modern_only_refusal(&e) {
@@ -232,8 +234,21 @@ impl HttpTarget {
         timeout: Duration,
         relay: Option<&Relay>,
     ) -> Result<Reply, TargetError> {
+        self.request_as(session, msg, id, timeout, relay).await
+    }
+
+    /// As [`HttpTarget::request`], with the result in form `R` (a raw result is left
+    /// in the 2026-07-28 envelope; see [`super::upstream::RawResult`]).
+    pub async fn request_as<R: ReplyForm>(
+        &self,
+        session: &UpstreamSession,
+        msg: &Value,
+        id: &Value,
+        timeout: Duration,
+        relay: Option<&Relay>,
+    ) -> Result<Result<R, Value>, TargetError> {
         let (mut reply, _) = self
-            .exchange(
+            .exchange::<R>(
                 session.id.as_deref(),
                 Some(&session.version),
                 msg,
@@ -245,7 +260,7 @@ impl HttpTarget {
         if envelope::is_modern_version(&session.version)
             && let Ok(result) = &mut reply
         {
-            envelope::unwrap_result(result);
+            result.unwrap_modern();
         }
         Ok(reply)
     }
@@ -352,7 +367,7 @@ impl HttpTarget {
 
     /// POSTs `msg` and reads the response to `id`, from a JSON body or an SSE stream.
     /// Returns it with the session id the target assigned (on `initialize`).
-    async fn exchange(
+    async fn exchange<R: ReplyForm>(
         &self,
         session: Option<&str>,
         version: Option<&str>,
@@ -360,7 +375,7 @@ impl HttpTarget {
         id: &Value,
         timeout: Duration,
         relay: Option<&Relay>,
-    ) -> Result<(Reply, Option<String>), TargetError> {
+    ) -> Result<(Result<R, Value>, Option<String>), TargetError> {
         let req = self.post(session, version, msg)?;
         within(timeout, async {
             let resp = self.client.send(req).await?;
@@ -372,12 +387,10 @@ impl HttpTarget {
                 // A JSON-RPC error answered with a 4xx status (2026-07-28 servers map
                 // error codes to statuses): the error is the reply.
                 let bytes = read_limited(resp.into_body()).await?;
-                return serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|m| reply_from(&m, id))
-                    .filter(Result::is_err)
-                    .map(|reply| (reply, None))
-                    .ok_or(TargetError::Status(status));
+                return match R::take(bytes, id) {
+                    Taken::Reply(Err(e)) => Ok((Err(e), None)),
+                    _ => Err(TargetError::Status(status)),
+                };
             }
             if !status.is_success() {
                 return Err(TargetError::Status(status));
@@ -403,12 +416,15 @@ impl HttpTarget {
                     .await?
             } else {
                 let bytes = read_limited(body).await?;
-                take_reply(
-                    serde_json::from_slice(&bytes)
-                        .map_err(|e| TargetError::Protocol(format!("response is not JSON: {e}")))?,
-                    id,
-                )
-                .map_err(|_| TargetError::Protocol("no response to the request".into()))?
+                match R::take(bytes, id) {
+                    Taken::Reply(reply) => reply,
+                    Taken::Other(_) => {
+                        return Err(TargetError::Protocol("no response to the request".into()));
+                    }
+                    Taken::NotJson(e) => {
+                        return Err(TargetError::Protocol(format!("response is not JSON: {e}")));
+                    }
+                }
             };
             Ok((reply, session_id))
         })
@@ -419,14 +435,14 @@ impl HttpTarget {
 impl HttpTarget {
     /// Reads the response to `id` from an SSE response stream, resuming the stream
     /// when it ends first (see the module comment).
-    async fn read_stream_reply(
+    async fn read_stream_reply<R: ReplyForm>(
         &self,
         body: &mut hyper::body::Incoming,
         session: Option<&str>,
         version: Option<&str>,
         id: &Value,
         relay: Option<&Relay>,
-    ) -> Result<Reply, TargetError> {
+    ) -> Result<Result<R, Value>, TargetError> {
         let mut parser = SseParser::default();
         let mut seen = 0usize;
         if let Some(reply) = read_sse_reply(body, &mut parser, &mut seen, id, relay).await? {
@@ -587,13 +603,13 @@ pub(super) async fn read_limited(mut body: hyper::body::Incoming) -> Result<Byte
 /// Reads SSE events until the response to `id`; `None` when the stream ends first.
 /// Other messages on the stream (progress, logging, server requests) go to `relay`, or
 /// are skipped without one. `seen` counts the bytes read over every resumption.
-async fn read_sse_reply(
+async fn read_sse_reply<R: ReplyForm>(
     body: &mut hyper::body::Incoming,
     parser: &mut SseParser,
     seen: &mut usize,
     id: &Value,
     relay: Option<&Relay>,
-) -> Result<Option<Reply>, TargetError> {
+) -> Result<Option<Result<R, Value>>, TargetError> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| TargetError::Protocol(format!("stream failed: {e}")))?;
         let Ok(data) = frame.into_data() else {
@@ -608,16 +624,19 @@ async fn read_sse_reply(
             if event.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(&event) {
-                Ok(msg) => match take_reply(msg, id) {
-                    Ok(reply) => return Ok(Some(reply)),
-                    Err(msg) => {
-                        if !relay.is_some_and(|r| r.forward(msg)) {
-                            tracing::debug!(message = %event, "skipping an upstream stream message")
+            match R::take(Bytes::from(event.into_bytes()), id) {
+                Taken::Reply(reply) => return Ok(Some(reply)),
+                Taken::Other(msg) => match relay {
+                    Some(r) => {
+                        if !r.forward(msg) {
+                            tracing::debug!("skipping an upstream stream message");
                         }
                     }
+                    None => tracing::debug!(message = %msg, "skipping an upstream stream message"),
                 },
-                Err(e) => tracing::debug!(error = %e, "skipping a non-JSON upstream event"),
+                Taken::NotJson(e) => {
+                    tracing::debug!(error = %e, "skipping a non-JSON upstream event")
+                }
             }
         }
     }

@@ -8,8 +8,10 @@
 //! sessions, names or federation: callers decide what to send.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -74,6 +76,110 @@ impl TargetError {
 /// What a target answered to a request: its result, or its JSON-RPC error object.
 pub type Reply = Result<Value, Value>;
 
+/// The JSON text of a target's result, as the target sent it (a slice of the body it
+/// arrived in, not a copy): for results the gateway copies pieces of without building a
+/// tree (merged lists). Checked JSON; not unwrapped from the 2026-07-28 envelope, so a
+/// reader takes only the fields it knows.
+#[derive(Debug, Clone)]
+pub struct RawResult(pub Bytes);
+
+/// One JSON-RPC message from a target, read in the form the caller wants its reply in.
+pub enum Taken<R> {
+    /// The reply to the request: its result, or its JSON-RPC error object.
+    Reply(Result<R, Value>),
+    /// Another message (progress, logs, a server request), for the relay.
+    Other(Value),
+    /// Not JSON.
+    NotJson(serde_json::Error),
+}
+
+/// The form a caller wants a target's result in: a tree ([`Value`]) or the JSON text
+/// ([`RawResult`]). The transports read replies through it.
+pub trait ReplyForm: Sized + Send + 'static {
+    /// Reads one message, the reply to `id` or another one.
+    fn take(msg: Bytes, id: &Value) -> Taken<Self>;
+    /// A result a transport had to parse anyway (stdio, legacy SSE), in this form.
+    fn from_value(v: Value) -> Self;
+    /// Whether the result is a tool's own error (`isError`), for metrics.
+    fn is_tool_error(&self) -> bool;
+    /// Makes a 2026-07-28 result read like one of the session style, where the form
+    /// allows (see [`super::envelope::unwrap_result`]).
+    fn unwrap_modern(&mut self);
+}
+
+impl ReplyForm for Value {
+    fn take(msg: Bytes, id: &Value) -> Taken<Value> {
+        match serde_json::from_slice(&msg) {
+            Ok(v) => match take_reply(v, id) {
+                Ok(reply) => Taken::Reply(reply),
+                Err(other) => Taken::Other(other),
+            },
+            Err(e) => Taken::NotJson(e),
+        }
+    }
+
+    fn from_value(v: Value) -> Value {
+        v
+    }
+
+    fn is_tool_error(&self) -> bool {
+        self.get("isError") == Some(&Value::Bool(true))
+    }
+
+    fn unwrap_modern(&mut self) {
+        super::envelope::unwrap_result(self);
+    }
+}
+
+/// What [`RawResult::take`] reads of a message: its id, result (unparsed) and error.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(borrow, default)]
+    method: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+impl ReplyForm for RawResult {
+    fn take(msg: Bytes, id: &Value) -> Taken<RawResult> {
+        let reply = match serde_json::from_slice::<Envelope<'_>>(&msg) {
+            Ok(env) if env.method.is_none() && env.id.as_ref() == Some(id) => {
+                match (env.result, env.error) {
+                    (Some(r), _) => Some(Ok(msg.slice_ref(r.get().as_bytes()))),
+                    (None, Some(e)) => Some(Err(e)),
+                    (None, None) => None,
+                }
+            }
+            Ok(_) => None,
+            // Not JSON, or JSON that is no object of this shape: read as a tree below.
+            Err(_) => None,
+        };
+        match reply {
+            Some(Ok(bytes)) => Taken::Reply(Ok(RawResult(bytes))),
+            Some(Err(e)) => Taken::Reply(Err(e)),
+            None => match serde_json::from_slice(&msg) {
+                Ok(v) => Taken::Other(v),
+                Err(e) => Taken::NotJson(e),
+            },
+        }
+    }
+
+    fn from_value(v: Value) -> RawResult {
+        RawResult(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+    }
+
+    fn is_tool_error(&self) -> bool {
+        false
+    }
+
+    // Left whole: readers take only the fields they know.
+    fn unwrap_modern(&mut self) {}
+}
+
 /// The upstream session with one target, as stored in the client's session id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamSession {
@@ -101,6 +207,9 @@ pub struct Target {
     /// Where it is, for logs: the URL, or `stdio:<command>`.
     pub url: String,
     transport: Transport,
+    /// How long its list pages took lately (microseconds, smoothed): a fan-out asks the
+    /// slowest targets first.
+    list_micros: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -116,7 +225,25 @@ impl Target {
             name: http.name().clone(),
             url: http.url().to_owned(),
             transport: Transport::Http(Box::new(http)),
+            list_micros: AtomicU64::new(0),
         }
+    }
+
+    /// How long its list pages took lately (see [`Target::record_list_time`]).
+    pub fn list_time(&self) -> Duration {
+        Duration::from_micros(self.list_micros.load(Ordering::Relaxed))
+    }
+
+    /// Folds in how long one list page took (a moving average, new pages weighing 1/4).
+    pub fn record_list_time(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.list_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 4 + sample / 4
+        };
+        self.list_micros.store(new, Ordering::Relaxed);
     }
 
     /// Whether the target is configured as a legacy SSE server (`sse`), so that a
@@ -134,6 +261,7 @@ impl Target {
             name: stdio.name().clone(),
             url: format!("stdio:{}", stdio.command()),
             transport: Transport::Stdio(stdio),
+            list_micros: AtomicU64::new(0),
         }
     }
 
@@ -174,9 +302,24 @@ impl Target {
         timeout: Duration,
         relay: Option<&Relay>,
     ) -> Result<Reply, TargetError> {
+        self.request_as(session, msg, id, timeout, relay).await
+    }
+
+    /// As [`Target::request`], with the result in form `R`.
+    pub async fn request_as<R: ReplyForm>(
+        &self,
+        session: &UpstreamSession,
+        msg: &Value,
+        id: &Value,
+        timeout: Duration,
+        relay: Option<&Relay>,
+    ) -> Result<Result<R, Value>, TargetError> {
         match &self.transport {
-            Transport::Http(t) => t.request(session, msg, id, timeout, relay).await,
-            Transport::Stdio(t) => t.request(session, msg, timeout, relay).await,
+            Transport::Http(t) => t.request_as(session, msg, id, timeout, relay).await,
+            Transport::Stdio(t) => Ok(t
+                .request(session, msg, timeout, relay)
+                .await?
+                .map(R::from_value)),
         }
     }
 

@@ -135,6 +135,12 @@ impl FastMcp {
         Self::start_v2(name, &["both"])
     }
 
+    /// Starts e2e/mcp/modern_server.py speaking only the 2026-07-28 style, with the
+    /// tools that ask the client for input (`favourite`, `compose`).
+    pub fn start_modern_asking(name: &str) -> FastMcp {
+        Self::start_v2(name, &["asks"])
+    }
+
     fn start_v2(name: &str, extra: &[&str]) -> FastMcp {
         let port = super::support::free_port();
         let mut cmd = Command::new("timeout");
