@@ -29,10 +29,13 @@ BENCH_THREADS=${BENCH_THREADS:-2}             # max-throughput wrk threads
 BENCH_STARTUP_TRIALS=${BENCH_STARTUP_TRIALS:-5}
 BENCH_TARGETS=${BENCH_TARGETS:-direct haproxy agentmesh}
 BENCH_PIN=${BENCH_PIN:-1}                     # 1: load generator on CPU 0, servers on the last CPU
+BENCH_NGINX_WORKERS=${BENCH_NGINX_WORKERS:-1}  # nginx worker processes: a number or `auto`
 
 for var in BENCH_SECONDS BENCH_WARMUP BENCH_RATE BENCH_RATE_CONNS BENCH_CONNS BENCH_THREADS BENCH_STARTUP_TRIALS BENCH_PIN; do
   [[ ${!var} =~ ^[0-9]+$ ]] || am_die "$var must be a whole number, got '${!var}'"
 done
+[[ $BENCH_NGINX_WORKERS =~ ^([1-9][0-9]*|auto)$ ]] ||
+  am_die "BENCH_NGINX_WORKERS must be a positive number or 'auto', got '$BENCH_NGINX_WORKERS'"
 ((BENCH_SECONDS > 0)) || am_die "BENCH_SECONDS must be > 0"
 ((BENCH_RATE_CONNS > 0 && BENCH_RATE >= BENCH_RATE_CONNS)) || am_die "need BENCH_RATE >= BENCH_RATE_CONNS > 0"
 ((BENCH_THREADS > 0 && BENCH_CONNS >= BENCH_THREADS)) || am_die "need BENCH_CONNS >= BENCH_THREADS > 0"
@@ -71,7 +74,7 @@ fi
 
 # --- upstream: nginx with one 1 KiB file ----------------------------------------------
 am_pick_port NGINX_PORT 18090
-am_write_nginx_conf "$WORK/nginx" "$NGINX_PORT"
+am_write_nginx_conf "$WORK/nginx" "$NGINX_PORT" "$BENCH_NGINX_WORKERS"
 head -c 1024 /dev/zero | tr '\0' 'a' >"$WORK/nginx/www/1k.txt"
 am_start_nginx "$WORK/nginx" "$NGINX_PORT"
 declare -A URL=([direct]="http://127.0.0.1:$NGINX_PORT/1k.txt")
@@ -226,7 +229,7 @@ report() {
   echo "  git:        $(git -C "$AM_ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit')$(git -C "$AM_ROOT" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty)')"
   echo "  machine:    $NCPU CPUs; load average before $LOAD_BEFORE, after $LOAD_AFTER"
   echo "  placement:  $PLACEMENT"
-  echo "  request:    HTTP/1.1 keep-alive GET of a 1 KiB file from nginx (1 worker, access_log off)"
+  echo "  request:    HTTP/1.1 keep-alive GET of a 1 KiB file from nginx (worker_processes $BENCH_NGINX_WORKERS, access_log off)"
   echo "  loads:      ${BENCH_SECONDS} s each after a ${BENCH_WARMUP} s warm-up; wrk $(wrk --version 2>&1 | awk 'NR==1 {print $2}'), h2load $(h2load --version 2>&1 | awk '{print $NF}')"
   has_target haproxy && echo "  haproxy:    $(haproxy -v 2>/dev/null | awk 'NR==1 {print $3}'), nbthread 1, http-reuse always, sets one request header"
   has_target agentmesh && echo "  agentmesh:  release build, one route, one request-header policy"

@@ -84,16 +84,25 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Bit `n` is set when a name in [`HOP_BY_HOP`], or `upgrade`, is `n` bytes long: most
+/// names are ruled out by their length alone.
+const HOP_BY_HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 19;
+
+/// Whether a name of this length may be hop-by-hop (or `upgrade`).
+fn may_be_hop_by_hop(len: usize) -> bool {
+    len < 32 && HOP_BY_HOP_LENGTHS & (1 << len) != 0
+}
+
 /// The index in [`HOP_BY_HOP`] of a (lowercase) header name.
-fn hop_by_hop_index(name: &str) -> Option<usize> {
+fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
     match name {
-        "connection" => Some(0),
-        "keep-alive" => Some(1),
-        "proxy-connection" => Some(2),
-        "proxy-authorization" => Some(3),
-        "te" => Some(4),
-        "trailer" => Some(5),
-        "transfer-encoding" => Some(6),
+        b"connection" => Some(0),
+        b"keep-alive" => Some(1),
+        b"proxy-connection" => Some(2),
+        b"proxy-authorization" => Some(3),
+        b"te" => Some(4),
+        b"trailer" => Some(5),
+        b"transfer-encoding" => Some(6),
         _ => None,
     }
 }
@@ -107,8 +116,7 @@ fn is_upgrade_or_hop_by_hop(token: &str) -> bool {
     };
     lower.copy_from_slice(token.as_bytes());
     lower.make_ascii_lowercase();
-    std::str::from_utf8(lower)
-        .is_ok_and(|lower| lower == "upgrade" || hop_by_hop_index(lower).is_some())
+    lower == b"upgrade" || hop_by_hop_index(lower).is_some()
 }
 
 /// Removes hop-by-hop headers, and those the `Connection` header names. `Upgrade` (and a
@@ -119,32 +127,43 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let mut present = [false; HOP_BY_HOP_COUNT];
     let mut has_upgrade = false;
     for name in headers.keys() {
-        match hop_by_hop_index(name.as_str()) {
+        let name = name.as_str().as_bytes();
+        if !may_be_hop_by_hop(name.len()) {
+            continue;
+        }
+        match hop_by_hop_index(name) {
             Some(i) => present[i] = true,
-            None if name == header::UPGRADE => has_upgrade = true,
+            None if name == b"upgrade" => has_upgrade = true,
             None => {}
         }
     }
-    // Index 0 is `Connection`: the headers it names go too.
+    // Index 0 is `Connection`: it is removed in the same lookup that reads its values,
+    // and the headers it names go too.
     let mut named: Vec<HeaderName> = Vec::new();
-    if present[0] {
-        let tokens = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
-        for token in tokens {
-            // `Upgrade` and the fixed hop-by-hop names are dealt with below.
-            if is_upgrade_or_hop_by_hop(token) {
+    if present[0]
+        && let header::Entry::Occupied(connection) = headers.entry(header::CONNECTION)
+    {
+        let (_, values) = connection.remove_entry_mult();
+        for value in values {
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
+            // Most messages say only `keep-alive` or `close`: nothing to split.
+            if is_upgrade_or_hop_by_hop(value.trim()) {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+            for token in value.split(',').map(str::trim) {
+                // `Upgrade` and the fixed hop-by-hop names are dealt with below.
+                if is_upgrade_or_hop_by_hop(token) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
             }
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).skip(1).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     for name in &named {
@@ -215,17 +234,15 @@ pub async fn forward(
     // Without a retry policy the body streams once; with one, attempts share a replay
     // buffer (small bodies already read are simply sent again).
     let retry = policies.retry.as_deref();
-    let replay = match body {
-        OutboundBody::Replayable(b) if retry.is_some() => Replay::new(body::full(b), usize::MAX),
-        OutboundBody::Streaming(b) if retry.is_some() => Replay::new(b, replay_limit),
+    let replay = match (body, retry) {
+        (OutboundBody::Replayable(b), Some(_)) => Replay::new(body::full(b), usize::MAX),
+        (OutboundBody::Streaming(b), Some(_)) => Replay::new(b, replay_limit),
         // One attempt: the head and body move into the request.
-        OutboundBody::Replayable(b) => {
-            let req = head.into_request(body::full(b));
-            let resp = send_once(client, &backend.key, req, per_try).await?;
-            return Ok(splice_if_upgraded(resp, upgrade, &backend.key));
-        }
-        OutboundBody::Streaming(b) => {
-            let req = head.into_request(b);
+        (once, None) => {
+            let req = match once {
+                OutboundBody::Replayable(b) => head.into_request(body::full(b)),
+                OutboundBody::Streaming(b) => head.into_request(b),
+            };
             let resp = send_once(client, &backend.key, req, per_try).await?;
             return Ok(splice_if_upgraded(resp, upgrade, &backend.key));
         }
@@ -395,11 +412,36 @@ mod tests {
     }
 
     #[test]
+    fn every_connection_line_is_read_whatever_its_case() {
+        let mut h = headers(&[
+            ("connection", "Keep-Alive"),
+            ("connection", "x-a , X-B"),
+            ("connection", "CLOSE"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("keep-alive", "timeout=5"),
+            ("x-c", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-c"]);
+    }
+
+    #[test]
     fn hop_by_hop_index_matches_the_list() {
-        for (i, name) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+        assert!(may_be_hop_by_hop("upgrade".len()));
+        for len in 0..64 {
+            let listed = HOP_BY_HOP.iter().any(|n| n.as_str().len() == len) || len == 7;
+            assert_eq!(may_be_hop_by_hop(len), listed, "length {len}");
         }
-        assert_eq!(hop_by_hop_index("upgrade"), None);
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(
+                hop_by_hop_index(name.as_str().as_bytes()),
+                Some(i),
+                "{name}"
+            );
+        }
+        assert_eq!(hop_by_hop_index(b"upgrade"), None);
     }
 
     #[test]

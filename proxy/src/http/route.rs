@@ -94,13 +94,12 @@ pub fn strip_port(host: &str) -> &str {
             .split_once(']')
             .map_or(host, |(h, _)| &host[..=h.len()]);
     }
-    host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    })
+    // Bytes, not chars: a digit is ASCII, and so is the `:` (this runs for every request).
+    let bytes = host.as_bytes();
+    match bytes.iter().rposition(|&b| b == b':') {
+        Some(colon) if bytes[colon + 1..].iter().all(u8::is_ascii_digit) => &host[..colon],
+        _ => host,
+    }
 }
 
 /// How a path is matched.
@@ -384,5 +383,41 @@ impl RouteTable {
     /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_port_removes_only_a_numeric_port() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("example.com:"), "example.com");
+        assert_eq!(strip_port("example.com:http"), "example.com:http");
+        assert_eq!(strip_port("a:b:80"), "a:b");
+        assert_eq!(strip_port("example.com:8０"), "example.com:8０");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port(""), "");
+    }
+
+    #[test]
+    fn request_host_is_lowercase_without_port_and_prefers_the_authority() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "Example.COM:8080".parse().unwrap());
+        let origin_form: Uri = "/path".parse().unwrap();
+        assert_eq!(
+            request_host(&origin_form, &headers).as_deref(),
+            Some("example.com")
+        );
+        let absolute: Uri = "http://other.test:81/path".parse().unwrap();
+        assert_eq!(
+            request_host(&absolute, &headers).as_deref(),
+            Some("other.test")
+        );
+        assert_eq!(request_host(&origin_form, &HeaderMap::new()), None);
     }
 }

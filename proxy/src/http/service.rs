@@ -111,6 +111,16 @@ impl HttpService {
 
     /// Serves one request.
     pub async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        match self.serve(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`HttpService::handle`] in the shape hyper's `Service` returns: the future hyper
+    /// boxes is this one, not another `async` block around it (one level of nesting,
+    /// and one copy of the whole future, fewer per request).
+    async fn serve(self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
         let config = self.store.load();
         let method = req.method().clone();
@@ -147,7 +157,7 @@ impl HttpService {
         self.conn
             .series
             .record(&self.metrics, labels, start.elapsed());
-        response
+        Ok(response)
     }
 
     async fn route_and_serve(
@@ -200,7 +210,10 @@ impl HttpService {
         if let Some(b) = chosen {
             tags.backend = b.backend.key.clone();
         }
-        tags.origin = req.headers().get(header::ORIGIN).cloned();
+        // Only CORS reads the origin.
+        if policies.cors.is_some() {
+            tags.origin = req.headers().get(header::ORIGIN).cloned();
+        }
         tags.policies = Some(policies.clone());
 
         if let Some(cors) = &policies.cors
@@ -275,8 +288,9 @@ impl HttpService {
         };
         forward::strip_hop_by_hop(&mut parts.headers, upgrade);
         add_forwarded_headers(&mut parts.headers, &self.conn);
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
+        // The authority first: an origin-form request (most of HTTP/1.1) skips the lookup.
+        if let Some(a) = parts.uri.authority()
+            && !parts.headers.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {
             parts.headers.insert(header::HOST, v);
@@ -379,8 +393,7 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(self.clone().serve(req))
     }
 }
 

@@ -386,11 +386,15 @@ impl UpstreamClient {
         }
         let mut retries_left = UNSENT_RETRIES;
         loop {
-            let checkout = self
-                .pool
-                .take()
-                .await
-                .map_err(|err| UpstreamError::connect(&self.backend, &self.address, err))?;
+            // A pooled connection without the `take` future (one level less per request).
+            let checkout = match self.pool.take_pooled() {
+                Some(checkout) => checkout,
+                None => self
+                    .pool
+                    .take()
+                    .await
+                    .map_err(|err| UpstreamError::connect(&self.backend, &self.address, err))?,
+            };
             let mut sent = match checkout.sender {
                 Sender::Http1(mut sender) => {
                     self.to_http1_form(&mut req);

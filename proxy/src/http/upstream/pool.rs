@@ -118,7 +118,9 @@ impl ConnPool {
         Box::pin(self.connect()).await
     }
 
-    fn take_pooled(&self) -> Option<Checkout> {
+    /// A pooled sender ready for a request, if there is one: what [`ConnPool::take`]
+    /// tries first, callable without making its future (the common case).
+    pub(super) fn take_pooled(&self) -> Option<Checkout> {
         let mut state = self.state();
         if let Some(h2) = &state.http2 {
             if !h2.is_closed() {
