@@ -321,6 +321,85 @@ async fn gateway_serves_its_routes_follows_changes_and_outlives_the_controller()
     drop(proxy);
 }
 
+/// A Gateway that is not accepted (here: it asks for a NamedAddress) is not served: its
+/// proxy gets an empty configuration, stays up and ready, and refuses connections on the
+/// listener's port, and `status` says why its route is not accepted. Accepted again, it
+/// is served; unaccepted again, it stops being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unaccepted_gateway_is_not_served_and_its_proxy_stays_up() {
+    let proxy_bin = proxy_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("manifests");
+    std::fs::create_dir(&folder).unwrap();
+    let one = upstream("one").await;
+    let (xds_port, http_port, ready_port) = (free_port(), free_port(), free_port());
+    let accepted = infrastructure(http_port, one, one);
+    let unaccepted = accepted.replace(
+        "  gatewayClassName: agentmesh\n",
+        "  gatewayClassName: agentmesh\n  addresses:\n  - type: NamedAddress\n    value: pool-a\n",
+    );
+    write_atomically(&folder, "10-infrastructure.yaml", &unaccepted);
+    write_atomically(&folder, "20-route.yaml", &route(&[("/one", "one", one)]));
+    let (ok, printed) = status(&folder);
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains("Gateway default/web is not accepted"),
+        "{printed}"
+    );
+
+    let controller = start_controller(&folder, xds_port, dir.path().join("controller.log")).await;
+    let args: Vec<String> = [
+        "--mode".to_string(),
+        "gateway".into(),
+        "--gateway".into(),
+        "web.default".into(),
+        "--xds".into(),
+        format!("http://127.0.0.1:{xds_port}"),
+        "--admin-addr".into(),
+        "off".into(),
+        "--metrics-addr".into(),
+        "off".into(),
+        "--ready-addr".into(),
+        format!("127.0.0.1:{ready_port}"),
+    ]
+    .into();
+    let proxy = Process::start(&proxy_bin, &args, dir.path().join("proxy.log"));
+    let refuses = || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .await
+            .is_err()
+    };
+    // Ready: it holds the controller's current configuration, which serves nothing.
+    eventually("the gateway is ready", RESYNC_BOUND, || async {
+        get(ready_port, "/healthz/ready")
+            .await
+            .filter(|(s, _)| *s == 200)
+    })
+    .await;
+    assert!(refuses().await, "{}", proxy.output());
+
+    // Accepted: served.
+    write_atomically(&folder, "10-infrastructure.yaml", &accepted);
+    eventually("the accepted gateway serves", CHANGE_BOUND, || {
+        served(http_port, "/one/hello")
+    })
+    .await;
+
+    // Not accepted again: withdrawn, while the proxy stays up and ready.
+    write_atomically(&folder, "10-infrastructure.yaml", &unaccepted);
+    eventually("the listener is withdrawn", CHANGE_BOUND, || async {
+        refuses().await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(ready_port, "/healthz/ready").await.map(|(s, _)| s),
+        Some(200),
+        "{}\n{}",
+        proxy.output(),
+        controller.output()
+    );
+}
+
 #[test]
 fn gateway_mode_without_a_controller_is_a_clear_error() {
     let out = std::process::Command::new(proxy_binary())

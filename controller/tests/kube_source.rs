@@ -16,6 +16,7 @@
 mod fake_api;
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -585,9 +586,33 @@ fn status_writes(replica: &Process) -> usize {
         .count()
 }
 
-/// Two replicas against one API server: both serve xDS, only the holder of the Lease
-/// writes status; when the leader is gone (killed, so it never gives the Lease back), the
-/// other replica takes the Lease over once it has expired and writes from then on.
+/// The resources the replica at `port` sends a gateway proxy of `default/web` (presenting
+/// `gateway-token`) in its first ADS response, by name; `None` when the stream fails.
+async fn gateway_resources(port: u16) -> Option<BTreeMap<String, Value>> {
+    let (stdout, _, ok) = ads_stream(port, "gateway~127.0.0.1~web.default", "gateway-token").await;
+    if !ok {
+        return None;
+    }
+    let response: Value = serde_json::from_str(&stdout).ok()?;
+    response["resources"]
+        .as_array()?
+        .iter()
+        .map(|r| Some((r["name"].as_str()?.to_string(), r["resource"].clone())))
+        .collect()
+}
+
+/// Whether `resources` hold a route matching the path `path`.
+fn serves_path(resources: &BTreeMap<String, Value>, path: &str) -> bool {
+    resources
+        .values()
+        .any(|r| r["route"].is_object() && r["route"].to_string().contains(&format!("\"{path}\"")))
+}
+
+/// Two replicas against one API server: both serve xDS (a gateway proxy connected to the
+/// follower gets the same resources as one connected to the leader), only the holder of
+/// the Lease writes status; when the leader is gone (killed, so it never gives the Lease
+/// back), the other replica takes the Lease over once it has expired and writes from then
+/// on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_status_and_another_replica_takes_over_when_it_is_gone() {
     let dir = tempfile::tempdir().unwrap();
@@ -610,6 +635,13 @@ async fn only_the_leader_writes_status_and_another_replica_takes_over_when_it_is
     let backend = SocketAddr::from(([127, 0, 0, 1], 9));
     fake.apply(service("one", backend));
     fake.apply(route(&[("/one", "one", backend)]));
+    fake.token(
+        "gateway-token",
+        TokenInfo {
+            user: json!({"username": "system:serviceaccount:default:web-gateway"}),
+            audiences: vec!["agentmesh".into()],
+        },
+    );
     let election = |id: &'static str| {
         [
             "--leader-election-id",
@@ -655,6 +687,19 @@ async fn only_the_leader_writes_status_and_another_replica_takes_over_when_it_is
     assert!(status_writes(&a) > 0, "{}", a.output());
     assert_eq!(status_writes(&b), 0, "{}", b.output());
     assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "replica-a");
+
+    // The follower serves xDS too: a gateway proxy connected to it gets the route change,
+    // and exactly the resources the leader sends.
+    let from_follower = eventually("the follower serves the route change", BOUND, || async {
+        gateway_resources(xds_b)
+            .await
+            .filter(|r| serves_path(r, "/two"))
+    })
+    .await;
+    let from_leader = gateway_resources(xds_a).await.unwrap();
+    assert!(serves_path(&from_leader, "/one"), "{from_leader:?}");
+    assert_eq!(from_follower, from_leader);
+    assert_eq!(status_writes(&b), 0, "{}", b.output());
 
     // The leader is gone: replica-b takes the Lease over and writes the next change.
     a.kill();

@@ -174,6 +174,14 @@ struct GatewayState {
 }
 
 impl GatewayState {
+    /// Why the Gateway is not accepted (its Accepted=False message), if it is not.
+    fn not_accepted(&self) -> Option<String> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == "Accepted" && c.status == "False")
+            .map(|c| c.message.clone())
+    }
+
     /// Writes the status of the Gateway and its listeners, and returns its resources.
     fn finish(self, status: &mut StatusReport) -> (ObjectRef, Resources) {
         let entry = status.entry(self.reference.clone());

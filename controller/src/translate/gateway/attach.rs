@@ -192,6 +192,25 @@ pub(super) fn attach(
         };
         let gateway = &mut gateways[g];
         let field = format!("spec.parentRefs[{p}]");
+        if let Some(why) = gateway.not_accepted() {
+            // An unaccepted Gateway serves nothing (see `listeners::plan`): the route is
+            // not accepted by it, whatever its listeners would say.
+            statuses.push(ParentStatus {
+                parent: format!("{}/{}", gateway.reference.namespace, gateway.reference.name),
+                section_name: parent.section_name.clone(),
+                port: parent.port,
+                conditions: vec![Condition::no(
+                    "Accepted",
+                    "NoMatchingParent",
+                    format!(
+                        "{field}: Gateway {}/{} is not accepted: {why}",
+                        gateway.reference.namespace, gateway.reference.name
+                    ),
+                    generation,
+                )],
+            });
+            continue;
+        }
         let mut accepted_by = Vec::new();
         let mut refusals: Vec<(&'static str, String)> = Vec::new();
         let route_labels = objects.namespace_labels(&meta.reference.namespace);

@@ -248,7 +248,33 @@ pub(super) fn plan(gateway: &Gateway, objects: &Objects, grants: &Grants) -> Gat
         ));
     }
     addresses(gateway, objects, &mut state);
+    withdraw_if_not_accepted(&mut state, generation);
     state
+}
+
+/// A Gateway that is not accepted is not programmed: the Gateway API's Accepted=False
+/// says the Gateway is not valid enough to produce configuration for the data plane, so
+/// none is produced, whatever made it unaccepted (no servable listener, an unsupported
+/// address, …). Its binds and listeners are withdrawn (a proxy serving it gets an empty
+/// snapshot and listens on nothing), each listener reports Programmed=False naming the
+/// reason, and no route attaches (see [`super::attach`]).
+fn withdraw_if_not_accepted(state: &mut GatewayState, generation: i64) {
+    let Some(why) = state.not_accepted() else {
+        return;
+    };
+    let problem = format!("the Gateway is not accepted: {why}");
+    state.resources = Default::default();
+    for listener in state.listeners.iter_mut().filter(|l| l.programmed) {
+        listener.programmed = false;
+        listener.problem = problem.clone();
+        listener.conditions.retain(|c| c.type_ != "Programmed");
+        listener.conditions.push(Condition::no(
+            "Programmed",
+            "Invalid",
+            problem.clone(),
+            generation,
+        ));
+    }
 }
 
 /// The Gateway's `spec.addresses` (see [`crate::addresses`]): a problem overrides the
