@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use agentmesh_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -87,6 +88,7 @@ impl AggregatedDiscoveryService for AdsServer {
             subscription: Subscription::default(),
             held: first.initial_resource_versions.clone(),
             nonce: 0,
+            snapshot_took: Duration::ZERO,
             responses: tx,
         };
         tokio::spawn(stream.run(first, requests, self.catalogs.clone()));
@@ -116,6 +118,8 @@ struct ProxyStream {
     /// What the proxy holds (or was sent): name → version.
     held: HashMap<String, String>,
     nonce: u64,
+    /// How long the latest snapshot took to compute, for the log line of its update.
+    snapshot_took: Duration,
     responses: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 }
 
@@ -129,7 +133,9 @@ impl ProxyStream {
         // An empty first subscription is the legacy spelling of the wildcard.
         self.subscription.wildcard = first.resource_names_subscribe.is_empty();
         self.update_subscription(&first);
-        let mut snapshot = catalogs.borrow_and_update().snapshot_for(&self.node);
+        let mut snapshot = catalogs
+            .borrow_and_update()
+            .snapshot_for(&self.node, &Snapshot::default());
         // The initial state is always answered, even when empty: it is the proxy's
         // first complete config.
         if !self.send_changes(&snapshot, true).await {
@@ -156,11 +162,17 @@ impl ProxyStream {
                     if changed.is_err() {
                         return;
                     }
-                    let next = catalogs.borrow_and_update().snapshot_for(&self.node);
+                    let started = Instant::now();
+                    // The catalog is not borrowed while the snapshot is computed: a
+                    // borrow would hold up the next publication.
+                    let catalog = catalogs.borrow_and_update().clone();
+                    let next = catalog.snapshot_for(&self.node, &snapshot);
+                    drop(catalog);
                     if next == snapshot {
                         continue;
                     }
                     snapshot = next;
+                    self.snapshot_took = started.elapsed();
                     if !self.send_changes(&snapshot, false).await {
                         return;
                     }
@@ -225,6 +237,7 @@ impl ProxyStream {
     /// Sends what the proxy lacks, if anything (or always, with `always`). Returns false
     /// when the proxy is gone.
     async fn send_changes(&mut self, snapshot: &Snapshot, always: bool) -> bool {
+        let started = Instant::now();
         let resources: Vec<Resource> = snapshot
             .resources
             .iter()
@@ -265,6 +278,9 @@ impl ProxyStream {
             nonce = %response.nonce,
             changed = response.resources.len(),
             removed = response.removed_resources.len(),
+            snapshot_us = u64::try_from(std::mem::take(&mut self.snapshot_took).as_micros())
+                .unwrap_or(u64::MAX),
+            diff_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "update sent"
         );
         self.responses.send(Ok(response)).await.is_ok()

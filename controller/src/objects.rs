@@ -198,10 +198,10 @@ impl Objects {
     /// Puts every list in namespace/name order (call once after the last insert).
     pub fn sort(&mut self) {
         fn by_key<T: kube::Resource>(items: &mut [T]) {
-            items.sort_by(|a, b| {
-                let key = |o: &T| (o.meta().namespace.clone(), o.meta().name.clone());
-                key(a).cmp(&key(b))
-            });
+            fn key<T: kube::Resource>(o: &T) -> (Option<&str>, Option<&str>) {
+                (o.meta().namespace.as_deref(), o.meta().name.as_deref())
+            }
+            items.sort_by(|a, b| key(a).cmp(&key(b)));
         }
         by_key(&mut self.gateway_classes);
         by_key(&mut self.gateways);
@@ -216,6 +216,48 @@ impl Objects {
         by_key(&mut self.namespaces);
         by_key(&mut self.agent_backends);
         by_key(&mut self.agent_policies);
+    }
+
+    /// Appends copies of `other`'s objects after this value's own, as if its documents
+    /// had been inserted next (call [`Objects::sort`] after the last one).
+    pub fn append(&mut self, other: &Objects) {
+        // Destructured, so that a kind added to `Objects` cannot be forgotten here.
+        let Objects {
+            gateway_classes,
+            gateways,
+            http_routes,
+            http_route_retries,
+            grpc_routes,
+            tls_routes,
+            tcp_routes,
+            reference_grants,
+            services,
+            secrets,
+            pods,
+            namespaces,
+            agent_backends,
+            agent_policies,
+            rejected,
+        } = other;
+        self.gateway_classes.extend_from_slice(gateway_classes);
+        self.gateways.extend_from_slice(gateways);
+        self.http_routes.extend_from_slice(http_routes);
+        self.http_route_retries.extend(
+            http_route_retries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        self.grpc_routes.extend_from_slice(grpc_routes);
+        self.tls_routes.extend_from_slice(tls_routes);
+        self.tcp_routes.extend_from_slice(tcp_routes);
+        self.reference_grants.extend_from_slice(reference_grants);
+        self.services.extend_from_slice(services);
+        self.secrets.extend_from_slice(secrets);
+        self.pods.extend_from_slice(pods);
+        self.namespaces.extend_from_slice(namespaces);
+        self.agent_backends.extend_from_slice(agent_backends);
+        self.agent_policies.extend_from_slice(agent_policies);
+        self.rejected.extend_from_slice(rejected);
     }
 
     /// How many objects were read (rejected ones included).

@@ -18,6 +18,9 @@
 #  4. the controller's RSS at BENCH_ROUTES routes, then with BENCH_STREAMS delta ADS
 #     streams connected (the ads_streams example, distinct sidecar node ids, one
 #     connection each), and change-to-served again with those streams connected.
+# The time of each stage of a change (watcher, read, assemble, translate, the gateway's
+# snapshot, the gateway proxy's apply) is summarized from the per-change log lines of the
+# controller (`folder changed`, `update sent`) and of the gateway (`xDS update applied`).
 # Results are printed and written to target/bench/controller-results.txt; raw tool output
 # goes to target/bench/controller-raw/. Exits non-zero if any request failed or a change
 # was not served.
@@ -141,7 +144,7 @@ RSS_LOADED=$(am_rss_kib "$CONTROLLER_PID")
 
 "$PROXY" --mode gateway --gateway bench.default --xds "http://127.0.0.1:$XDS_PORT" \
   --admin-addr off --metrics-addr "127.0.0.1:$METRICS_PORT" --ready-addr "127.0.0.1:$READY_PORT" \
-  --log-level warn >"$RAW/gateway.log" 2>&1 &
+  --log-level warn,agentmesh_proxy::config::xds=info >"$RAW/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 am_track "$GATEWAY_PID"
 am_wait_http "http://127.0.0.1:$READY_PORT/healthz/ready" 60 "$GATEWAY_PID" ||
@@ -236,6 +239,12 @@ HWM=$(am_hwm_kib "$CONTROLLER_PID")
 # `took_us`), median and max.
 READ_LINE=$(grep -o 'took_us=[0-9]*' "$CONTROLLER_LOG" | cut -d= -f2 | sort -n |
   awk '{ v[NR] = $1 } END { if (NR) printf "median %.1f ms, max %.1f ms over %d reads", v[int((NR + 1) / 2)] / 1000, v[NR] / 1000, NR; else print "n/a" }')
+# stage FILE MATCH FIELD: median, p99 and max of FIELD=<µs> over the log lines of FILE
+# that contain MATCH (the per-change stage timings the controller and the proxy log).
+stage() {
+  grep -F -- "$2" "$1" | grep -o "$3=[0-9]*" | cut -d= -f2 | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) { r = int(0.99 * NR); if (r < 0.99 * NR) r++; printf "median %.2f ms, p99 %.2f ms, max %.2f ms (%d)", v[int((NR + 1) / 2)] / 1000, v[r] / 1000, v[NR] / 1000, NR } else print "n/a" }'
+}
 
 # --- report ----------------------------------------------------------------------------------
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
@@ -261,6 +270,13 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.1f ms", u / 1000 }'; }
   echo
   echo "controller process"
   echo "  folder read + translate per change:         $READ_LINE"
+  echo "  stages per change (from the logs):"
+  echo "    watcher wait (first event to reload):     $(stage "$CONTROLLER_LOG" 'folder changed' wait_us)"
+  echo "    read + parse changed files:               $(stage "$CONTROLLER_LOG" 'folder changed' read_us)"
+  echo "    assemble objects:                         $(stage "$CONTROLLER_LOG" 'folder changed' assemble_us)"
+  echo "    translate:                                $(stage "$CONTROLLER_LOG" 'folder changed' translate_us)"
+  echo "    gateway snapshot (ADS):                   $(stage "$CONTROLLER_LOG" 'bench.default' snapshot_us)"
+  echo "    gateway proxy apply (decode + compile):   $(stage "$RAW/gateway.log" 'xDS update applied' took_us)"
   echo "  RSS, $BENCH_ROUTES routes loaded, no proxy:        $(mib "$RSS_LOADED")"
   echo "  RSS, 1 gateway connected:                   $(mib "$RSS_ONE_GATEWAY")"
   echo "  RSS, after $BENCH_CHANGES changes:                    $(mib "$RSS_AFTER_CHANGES")"

@@ -274,7 +274,9 @@ impl XdsClient {
                 format!("unknown resource type {:?}", response.type_url),
             ));
         }
-        let mut next = held.clone();
+        let started = std::time::Instant::now();
+        // Decode everything first, so that a bad resource leaves `held` as it was.
+        let mut received = Vec::with_capacity(response.resources.len());
         for r in &response.resources {
             let resource = r
                 .resource
@@ -292,20 +294,20 @@ impl XdsClient {
                         invalid(format!("resource {:?}", r.name), "resource", e.to_string())
                     })
                 })?;
-            next.insert(
+            received.push((
                 r.name.clone(),
                 Held {
                     version: r.version.clone(),
                     resource,
                 },
-            );
-        }
-        for name in &response.removed_resources {
-            next.remove(name);
+            ));
         }
         // What was received is held even when it cannot be applied: the controller
         // sends only changes, so a later fix arrives as a change to this set.
-        *held = next;
+        held.extend(received);
+        for name in &response.removed_resources {
+            held.remove(name);
+        }
         let resources = assemble(held.values().map(|h| &h.resource));
         let outcome = compile(resources, &self.ctx)
             .and_then(|config| super::watch::new_binds_can_listen(&self.store.load(), config));
@@ -315,7 +317,13 @@ impl XdsClient {
                 self.metrics.xds.record_update(true);
                 self.metrics.record_config_reload("xds", true);
                 self.readiness.set_ready();
-                tracing::info!(nonce = %response.nonce, changed = response.resources.len(), removed = response.removed_resources.len(), "xDS update applied");
+                tracing::info!(
+                    nonce = %response.nonce,
+                    changed = response.resources.len(),
+                    removed = response.removed_resources.len(),
+                    took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "xDS update applied"
+                );
                 Ok(())
             }
             Err(e) => {
