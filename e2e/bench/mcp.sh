@@ -35,6 +35,7 @@ BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-3}   # tools/list load per path (1 conn
 BENCH_TOOLS=${BENCH_TOOLS:-20}                # tools per target
 BENCH_SESSIONS=${BENCH_SESSIONS:-10000}       # idle sessions opened for the memory figure
 BENCH_PIN=${BENCH_PIN:-1}                     # 1: load generator + targets on CPU 0, agentmesh on the last CPU
+                                              # 2: load generator on CPU 0, targets + agentmesh on the last CPU
 
 for var in BENCH_SECONDS BENCH_WARMUP BENCH_RATE BENCH_RATE_CONNS BENCH_CONNS BENCH_LIST_TARGETS \
   BENCH_LIST_DELAY_MS BENCH_LIST_SECONDS BENCH_TOOLS BENCH_SESSIONS BENCH_PIN; do
@@ -61,11 +62,21 @@ rm -f "$RAW"/*
 # agentmesh gets a core of its own (the last) and one worker thread, so its max
 # throughput is a per-core figure; the load generator and the MCP targets share CPU 0
 # (the `direct` max shows that core sustains far more than the gateway's max).
+# BENCH_PIN=2 is the latency layout of run.sh instead: the load generator alone on CPU 0,
+# the targets and agentmesh together on the last CPU, so every path, direct included,
+# crosses from one CPU to the other once each way. With layout 1, direct stays on CPU 0
+# while a path through agentmesh crosses twice each way, and on this VM waking the other
+# (idle) vCPU costs ~100 us (see the http-hop row), which then counts as added latency.
 NCPU=$(nproc)
 LOAD_WRAP=()
 TARGET_WRAP=()
 PROXY_WRAP=()
-if ((BENCH_PIN)) && ((NCPU >= 2)); then
+if ((BENCH_PIN == 2)) && ((NCPU >= 2)); then
+  LOAD_WRAP=(taskset -c 0)
+  TARGET_WRAP=(taskset -c "$((NCPU - 1))")
+  PROXY_WRAP=(taskset -c "$((NCPU - 1))")
+  PLACEMENT="load generator on CPU 0; MCP targets and agentmesh on CPU $((NCPU - 1))"
+elif ((BENCH_PIN)) && ((NCPU >= 2)); then
   LOAD_WRAP=(taskset -c 0)
   TARGET_WRAP=(taskset -c 0)
   PROXY_WRAP=(taskset -c "$((NCPU - 1))")
