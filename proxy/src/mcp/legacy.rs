@@ -251,16 +251,10 @@ pub async fn post(
             ));
             accepted()
         }
-        (ClientMessage::Request { id, method, .. }, _) if method == "initialize" => {
-            let err = McpError::InvalidRequest(
-                "initialize was sent on this SSE stream already; open a new stream for a new session"
-                    .into(),
-            );
-            rpc_json(StatusCode::BAD_REQUEST, &jsonrpc::error(Some(&id), &err))
-        }
-        (ClientMessage::Request { id, method, .. }, _) if method == "ping" => {
-            stream.send(jsonrpc::result(&id, json!({})));
-            accepted()
+        (ClientMessage::Request { id, method, .. }, _)
+            if method == "initialize" || method == "ping" =>
+        {
+            answer_on_stream(&stream, &id, &method)
         }
         (ClientMessage::Request { id, .. }, None) => not_initialized(Some(&id)),
         (ClientMessage::Request { id, method, params }, Some(sid)) => {
@@ -297,6 +291,20 @@ pub async fn post(
             }
         }
     }
+}
+
+/// The requests a stream past its first `initialize` gets answered by the gateway
+/// itself, statefully or not: `ping` on the stream, a second `initialize` refused.
+fn answer_on_stream(stream: &LegacyStream, id: &Value, method: &str) -> Response<Body> {
+    if method == "ping" {
+        stream.send(jsonrpc::result(id, json!({})));
+        return accepted();
+    }
+    let err = McpError::InvalidRequest(
+        "initialize was sent on this SSE stream already; open a new stream for a new session"
+            .into(),
+    );
+    rpc_json(StatusCode::BAD_REQUEST, &jsonrpc::error(Some(id), &err))
 }
 
 fn not_initialized(id: Option<&Value>) -> Response<Body> {
@@ -476,16 +484,10 @@ async fn post_stateless(
             });
             accepted()
         }
-        (ClientMessage::Request { id, method, .. }, Some(_)) if method == "initialize" => {
-            let err = McpError::InvalidRequest(
-                "initialize was sent on this SSE stream already; open a new stream for a new session"
-                    .into(),
-            );
-            rpc_json(StatusCode::BAD_REQUEST, &jsonrpc::error(Some(&id), &err))
-        }
-        (ClientMessage::Request { id, method, .. }, _) if method == "ping" => {
-            stream.send(jsonrpc::result(&id, json!({})));
-            accepted()
+        (ClientMessage::Request { id, method, .. }, _)
+            if method == "initialize" || method == "ping" =>
+        {
+            answer_on_stream(stream, &id, &method)
         }
         (ClientMessage::Request { id, .. }, None) => not_initialized(Some(&id)),
         (ClientMessage::Request { id, method, params }, Some(version)) => {
