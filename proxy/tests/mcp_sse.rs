@@ -454,6 +454,14 @@ async fn legacy_endpoint_answers_bad_input_with_clear_errors() {
     );
     let got = post_to(port, &endpoint, "application/json", init).await;
     assert_rpc_error(&got, 400, -32600);
+    let ping = r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#;
+    let got = post_to(port, &endpoint, "application/json", ping).await;
+    assert_eq!((got.status, got.body.as_str()), (202, ""));
+    let answer = stream.next_message().await;
+    assert_eq!(
+        (&answer["id"], &answer["result"]),
+        (&json!("p"), &json!({}))
+    );
 
     let unknown = r#"{"jsonrpc":"2.0","id":"u","method":"tools/call","params":{"name":"nope","arguments":{}}}"#;
     assert_eq!(
