@@ -299,6 +299,16 @@ struct RouteMeta {
 }
 
 impl RouteMeta {
+    /// What a route of `kind` with `metadata` is known by.
+    fn of(kind: &'static str, metadata: &kube::api::ObjectMeta) -> Self {
+        RouteMeta {
+            kind,
+            reference: ObjectRef::of(kind, metadata),
+            generation: metadata.generation.unwrap_or_default(),
+            created: created_segment(metadata),
+        }
+    }
+
     /// The key segment of this route's rule `index` (`httproute/<ns>/<name>/<NN>`).
     fn rule_key(&self, index: usize) -> String {
         format!(

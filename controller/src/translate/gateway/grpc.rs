@@ -18,7 +18,7 @@ use super::backends::Grants;
 use super::filters::{self, RefContext};
 use super::http::{self, RequestRoute, RuleOutput};
 use super::{GatewayState, RouteMeta, RulePlan};
-use crate::objects::{ObjectRef, Objects};
+use crate::objects::Objects;
 use crate::status::StatusReport;
 
 /// Translates one GRPCRoute onto the Gateways it attaches to, and writes its status.
@@ -30,12 +30,7 @@ pub(super) fn translate(
     status: &mut StatusReport,
 ) {
     RequestRoute {
-        meta: RouteMeta {
-            kind: "GRPCRoute",
-            reference: ObjectRef::of("GRPCRoute", &route.metadata),
-            generation: route.metadata.generation.unwrap_or_default(),
-            created: super::created_segment(&route.metadata),
-        },
+        meta: RouteMeta::of("GRPCRoute", &route.metadata),
         hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
         parents: http::parent_refs!(route.spec.parent_refs),
         rules: route.spec.rules.as_deref(),

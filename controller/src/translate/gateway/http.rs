@@ -29,7 +29,7 @@ use super::attach::{self, ParentRef};
 use super::backends::{self, BackendRef, Grants, RefSide};
 use super::filters::{self, RefContext};
 use super::{GatewayState, Problem, RouteMeta, RulePlan};
-use crate::objects::{ObjectRef, Objects};
+use crate::objects::Objects;
 use crate::status::{Condition, StatusReport};
 
 /// The body of the 500 a rule answers when it has no backend to send to.
@@ -101,12 +101,7 @@ pub(super) fn translate(
     status: &mut StatusReport,
 ) {
     RequestRoute {
-        meta: RouteMeta {
-            kind: "HTTPRoute",
-            reference: ObjectRef::of("HTTPRoute", &route.metadata),
-            generation: route.metadata.generation.unwrap_or_default(),
-            created: super::created_segment(&route.metadata),
-        },
+        meta: RouteMeta::of("HTTPRoute", &route.metadata),
         hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
         parents: parent_refs!(route.spec.parent_refs),
         rules: route.spec.rules.as_deref(),

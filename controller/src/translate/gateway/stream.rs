@@ -26,7 +26,7 @@ use super::attach::{self, ParentRef};
 use super::backends::{self, BackendRef, Grants, RefSide};
 use super::http::parent_refs;
 use super::{GatewayState, Problem, RouteMeta, route_parent_status};
-use crate::objects::{GATEWAY_GROUP, ObjectRef, Objects};
+use crate::objects::{GATEWAY_GROUP, Objects};
 use crate::status::{Condition, StatusReport};
 
 /// A TLSRoute or TCPRoute, read into what both kinds share.
@@ -44,12 +44,7 @@ struct StreamRoute<'a> {
 macro_rules! stream_route {
     ($route:expr, $kind:literal, $hostnames:expr) => {
         StreamRoute {
-            meta: RouteMeta {
-                kind: $kind,
-                reference: ObjectRef::of($kind, &$route.metadata),
-                generation: $route.metadata.generation.unwrap_or_default(),
-                created: super::created_segment(&$route.metadata),
-            },
+            meta: RouteMeta::of($kind, &$route.metadata),
             hostnames: $hostnames,
             parents: parent_refs!($route.spec.parent_refs),
             refs: $route
