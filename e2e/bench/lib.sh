@@ -5,10 +5,14 @@
 # config of the HTTP benchmark. It starts no server and decides no placement: each
 # script owns its processes and its CPU pinning.
 #
-# The caller provides RAW (the directory for raw tool output), LOAD_WRAP (an array, the
-# load generator's command prefix, maybe empty), BENCH_RATE and BENCH_RATE_CONNS (for
-# fixed-rate loads), and declares R (an associative array of results keyed
-# "<path>.<test>.<metric>") and TOTAL_ERRORS (failed requests over all loads).
+# The caller provides BENCH_DIR (this directory), RAW (the directory for raw tool
+# output), LOAD_WRAP (an array, the load generator's command prefix, maybe empty),
+# BENCH_RATE and BENCH_RATE_CONNS (for fixed-rate loads), and declares R (an
+# associative array of results keyed "<path>.<test>.<metric>") and TOTAL_ERRORS (failed
+# requests over all loads).
+
+# Where a fixed-rate load runs (see bench_run_rate): empty is here, as this user.
+BENCH_RATE_EXEC=()
 
 # bench_write_http_config FILE GENERATOR PORT UPSTREAM_PORT HEADER VALUE: the agentmesh
 # config the HTTP benchmarks measure: one route on 127.0.0.1:PORT to nginx on
@@ -74,24 +78,65 @@ bench_run_wrk() {
   fi
 }
 
-# bench_run_rate PATH SECONDS H2LOAD_ARGS...: BENCH_RATE requests/s in total over
-# BENCH_RATE_CONNS connections with h2load (wrk cannot hold a rate), recorded as
-# PATH's test "rate"; H2LOAD_ARGS end with the URL.
+# bench_paced_load: the path of e2e/src/bin/paced-load.rs's release build (built when
+# missing or older than its source), in PACED_LOAD.
+bench_paced_load() {
+  PACED_LOAD=$AM_TARGET_DIR/release/paced-load
+  if [[ ! -x $PACED_LOAD || $AM_ROOT/e2e/src/bin/paced-load.rs -nt $PACED_LOAD ]]; then
+    am_log "building paced-load (release)"
+    (cd "$AM_ROOT" && cargo build --release -p agentmesh-e2e --bin paced-load >&2) ||
+      am_die "cargo build --release -p agentmesh-e2e --bin paced-load failed"
+  fi
+}
+
+# bench_run_rate PATH SECONDS MODE URL [BODY_FILE [HEADER...]]: BENCH_RATE requests/s in
+# total over BENCH_RATE_CONNS keep-alive connections to URL (a POST of BODY_FILE with
+# the HEADERs when given, else a GET). MODE:
+#   paced  paced-load (e2e/src/bin/paced-load.rs): request k is due at k/BENCH_RATE s and
+#          goes out on connection k mod BENCH_RATE_CONNS, so requests arrive evenly
+#          spaced; latency counts from the due time. Recorded as PATH's test "rate",
+#          with its summary (how late requests were sent) as "rate.pacing".
+#   burst  h2load --rps (wrk cannot hold a rate): its rate timer ticks every ~10 ms and
+#          every connection's tick fires together, so requests arrive in bursts and
+#          the percentiles are mostly queueing behind the burst. Recorded as "burst".
+# The load runs under "${BENCH_RATE_EXEC[@]}" when set (a pod and a UID, say); its logs
+# are in a world-writable directory for that reason.
 bench_run_rate() {
-  local path=$1 secs=$2
-  shift 2
-  local raw=$RAW/rate-$path.txt log=$RAW/rate-$path.log
-  local per_conn=$((BENCH_RATE / BENCH_RATE_CONNS)) rc=0
-  timeout -k 5 $((secs + 10)) "${LOAD_WRAP[@]}" h2load --h1 -t 1 -c "$BENCH_RATE_CONNS" \
-    --rps="$per_conn" -D "$secs" --log-file="$log" "$@" >"$raw" 2>&1 || rc=$?
-  if ((rc == 124)) && [[ -s $log ]]; then
+  local path=$1 secs=$2 mode=$3 url=$4 body=${5:-}
+  shift 4
+  (($# > 0)) && shift
+  local test=rate
+  [[ $mode == burst ]] && test=burst
+  local raw=$RAW/$test-$path.txt dir=$RAW/$test-$path.d rc=0 h
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  chmod 777 "$dir"
+  case $mode in
+    paced)
+      local args=(--url "$url" --rate "$BENCH_RATE" --conns "$BENCH_RATE_CONNS" --seconds "$secs" --log "$dir/log")
+      [[ -n $body ]] && args+=(--method POST --body-file "$body")
+      for h in "$@"; do args+=(--header "$h"); done
+      "${BENCH_RATE_EXEC[@]}" timeout -k 5 $((secs + 30)) "${LOAD_WRAP[@]}" "$PACED_LOAD" "${args[@]}" \
+        >"$raw" 2>&1 || rc=$?
+      R[$path.$test.pacing]=$(sed -n 's/^paced: //p' "$raw")
+      ;;
+    burst)
+      local args=(--h1 -t 1 -c "$BENCH_RATE_CONNS" --rps="$((BENCH_RATE / BENCH_RATE_CONNS))" -D "$secs" --log-file="$dir/log")
+      [[ -n $body ]] && args+=(-d "$body")
+      for h in "$@"; do args+=(-H "$h"); done
+      "${BENCH_RATE_EXEC[@]}" timeout -k 5 $((secs + 10)) "${LOAD_WRAP[@]}" h2load "${args[@]}" "$url" \
+        >"$raw" 2>&1 || rc=$?
+      ;;
+    *) am_die "bench_run_rate: unknown mode '$mode'" ;;
+  esac
+  if ((rc == 124)) && [[ -s $dir/log ]]; then
     # h2load can wait forever for a connection that a server neither answers nor
     # closes after the run; the per-request log is complete by then, so use it.
-    am_log "h2load ($path) did not exit by itself; using its per-request log"
+    am_log "$mode load ($path) did not exit by itself; using its per-request log"
   elif ((rc != 0)); then
-    am_die "h2load ($path) failed with exit code $rc; see $raw"
+    am_die "$mode load ($path) failed with exit code $rc; see $raw"
   fi
-  bench_record_h2load_log "$path" rate "$secs" "$log" "$raw" "h2load ($path)"
+  bench_record_h2load_log "$path" "$test" "$secs" "$dir/log" "$raw" "$mode load ($path)"
 }
 
 # bench_record_h2load_log PATH TEST SECONDS LOG RAW WHAT: records PATH's p50, p99,

@@ -49,6 +49,7 @@ done
 ((BENCH_SESSIONS >= 100)) || am_die "BENCH_SESSIONS must be >= 100"
 
 am_need wrk h2load curl ss python3 awk sort taskset
+bench_paced_load
 VERSION=2025-06-18
 
 WORK=$(mktemp -d -t agentmesh-mcp-bench.XXXXXX)
@@ -236,12 +237,12 @@ run_wrk() {
     bench_run_wrk "$test" "$path" "$conns" 1 "$secs" "$BENCH_DIR/mcp_post.lua" "${URL[$path]}" "$pid"
 }
 
-# run_rate PATH SECONDS: fixed rate of tools/call with h2load.
+# run_rate PATH SECONDS MODE: fixed rate of tools/call, paced or in bursts.
 run_rate() {
   local path=$1
-  bench_run_rate "$path" "$2" -d "$WORK/call.json" \
-    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
-    -H "Mcp-Session-Id: ${SID[$path]}" -H "MCP-Protocol-Version: $VERSION" "${URL[$path]}"
+  bench_run_rate "$path" "$2" "$3" "${URL[$path]}" "$WORK/call.json" \
+    'Content-Type: application/json' 'Accept: application/json, text/event-stream' \
+    "Mcp-Session-Id: ${SID[$path]}" "MCP-Protocol-Version: $VERSION"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -262,7 +263,11 @@ for p in "${CALL_PATHS[@]}"; do
 done
 for p in "${CALL_PATHS[@]}"; do
   am_log "tools/call at $BENCH_RATE/s over $BENCH_RATE_CONNS connections: $p (${BENCH_SECONDS} s)"
-  run_rate "$p" "$BENCH_SECONDS"
+  run_rate "$p" "$BENCH_SECONDS" paced
+done
+for p in "${CALL_PATHS[@]}"; do
+  am_log "tools/call at $BENCH_RATE/s in bursts of $BENCH_RATE_CONNS: $p (${BENCH_SECONDS} s)"
+  run_rate "$p" "$BENCH_SECONDS" burst
 done
 for p in "${CALL_PATHS[@]}"; do
   am_log "tools/call max throughput at $BENCH_CONNS connections: $p (${BENCH_SECONDS} s)"
@@ -330,7 +335,7 @@ report() {
   printf -- '-----------+---------------------+---------------------+-----------+----------+-------\n'
   local p
   for p in "${CALL_PATHS[@]}"; do
-    local errs=$((${R[$p.lat1.errors]} + ${R[$p.rate.errors]} + ${R[$p.max.errors]}))
+    local errs=$((${R[$p.lat1.errors]} + ${R[$p.rate.errors]} + ${R[$p.burst.errors]} + ${R[$p.max.errors]}))
     local cpu="-"
     [[ -n ${R[$p.max.cpu_us]:-} ]] && cpu="${R[$p.max.cpu_us]} us"
     printf '%-10s | %9s %9s | %9s %9s | %9s | %8s | %6s\n' "$p" \
@@ -345,10 +350,24 @@ report() {
   done
   echo "agentmesh max: ${R[agentmesh.max.rps]} calls/s on one worker thread at ${R[agentmesh.max.cpu_pct]}% of its core" \
     "(${R[agentmesh.max.cpu_us]} us CPU per call: $(awk -v c="${R[agentmesh.max.cpu_us]}" 'BEGIN { printf "%.0f", (c > 0 ? 1e6 / c : 0) }') calls/s per fully used core)"
+  echo "${BENCH_RATE}/s is paced (paced-load: one request every 1/${BENCH_RATE} s, round robin over ${BENCH_RATE_CONNS} connections, latency from the due time):"
   for p in "${CALL_PATHS[@]}"; do
-    if ((${R[$p.rate.rps]} * 100 < BENCH_RATE * 95)); then
-      echo "note: $p held only ${R[$p.rate.rps]} of $BENCH_RATE calls/s in the fixed-rate load"
-    fi
+    echo "  $p: ${R[$p.rate.pacing]}"
+  done
+  echo "the same rate in bursts of ${BENCH_RATE_CONNS} (h2load --rps, every connection's timer ticking together):"
+  for p in "${CALL_PATHS[@]}"; do
+    printf '  %-10s p50 %6s us  p99 %6s us' "$p" "${R[$p.burst.p50]}" "${R[$p.burst.p99]}"
+    [[ $p == direct ]] || printf '   added: p50 %s us, p99 %s us' \
+      "$(signed $((${R[$p.burst.p50]} - ${R[direct.burst.p50]})))" "$(signed $((${R[$p.burst.p99]} - ${R[direct.burst.p99]})))"
+    echo
+  done
+  for p in "${CALL_PATHS[@]}"; do
+    local test
+    for test in rate burst; do
+      if ((${R[$p.$test.rps]} * 100 < BENCH_RATE * 95)); then
+        echo "note: $p held only ${R[$p.$test.rps]} of $BENCH_RATE calls/s in the $test load"
+      fi
+    done
   done
   echo
   echo "tools/list, 1 connection ($BENCH_LIST_TARGETS targets of $BENCH_TOOLS tools; target t<k> answers after k*${BENCH_LIST_DELAY_MS} ms)"

@@ -48,6 +48,7 @@ has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 
 am_need nginx wrk h2load curl ss python3 awk sort
 has_target haproxy && am_need haproxy
+bench_paced_load
 
 WORK=$(mktemp -d -t agentmesh-bench.XXXXXX)
 trap 'am_cleanup; rm -rf "$WORK"' EXIT
@@ -181,8 +182,8 @@ run_wrk() {
   bench_run_wrk "$1" "$2" "$3" "$4" "$5" "$BENCH_DIR/summary.lua" "${URL[$2]}" "${SERVER_PID[$2]:-}"
 }
 
-# run_rate TARGET SECONDS: fixed request rate with h2load.
-run_rate() { bench_run_rate "$1" "$2" "${URL[$1]}"; }
+# run_rate TARGET SECONDS MODE: fixed request rate with h2load, paced or in bursts.
+run_rate() { bench_run_rate "$1" "$2" "$3" "${URL[$1]}"; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 START_TIME=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
@@ -201,7 +202,11 @@ for t in "${TARGETS[@]}"; do
 done
 for t in "${TARGETS[@]}"; do
   am_log "latency at $BENCH_RATE req/s over $BENCH_RATE_CONNS connections: $t (${BENCH_SECONDS} s)"
-  run_rate "$t" "$BENCH_SECONDS"
+  run_rate "$t" "$BENCH_SECONDS" paced
+done
+for t in "${TARGETS[@]}"; do
+  am_log "latency at $BENCH_RATE req/s in bursts of $BENCH_RATE_CONNS: $t (${BENCH_SECONDS} s)"
+  run_rate "$t" "$BENCH_SECONDS" burst
 done
 for t in "${TARGETS[@]}"; do
   am_log "max throughput at $BENCH_CONNS connections, $BENCH_THREADS threads: $t (${BENCH_SECONDS} s)"
@@ -239,7 +244,7 @@ report() {
   printf -- '-----------+---------------------+---------------------+------------+-------\n'
   local t
   for t in "${TARGETS[@]}"; do
-    local errs=$((R[$t.lat1.errors] + R[$t.rate.errors] + R[$t.max.errors]))
+    local errs=$((R[$t.lat1.errors] + R[$t.rate.errors] + R[$t.burst.errors] + R[$t.max.errors]))
     printf '%-10s | %9s %9s | %9s %9s | %10s | %6s\n' "$t" \
       "${R[$t.lat1.p50]}" "${R[$t.lat1.p99]}" "${R[$t.rate.p50]}" "${R[$t.rate.p99]}" \
       "${R[$t.max.rps]}" "$errs"
@@ -257,10 +262,24 @@ report() {
         "$(ratio "${R[$t.max.rps]}" "${R[direct.max.rps]}")" "${R[$t.max.cpu_us]}"
     done
   fi
+  echo
+  echo "${BENCH_RATE}/s is paced (paced-load: one request every 1/${BENCH_RATE} s, round robin over ${BENCH_RATE_CONNS} connections, latency from the due time):"
   for t in "${TARGETS[@]}"; do
-    if ((R[$t.rate.rps] * 100 < BENCH_RATE * 95)); then
-      echo "note: $t held only ${R[$t.rate.rps]} of $BENCH_RATE req/s in the fixed-rate load"
-    fi
+    echo "  $t: ${R[$t.rate.pacing]}"
+  done
+  echo "the same rate in bursts of ${BENCH_RATE_CONNS} (h2load --rps, every connection's timer ticking together):"
+  for t in "${TARGETS[@]}"; do
+    printf '  %-10s p50 %6s us  p99 %6s us' "$t" "${R[$t.burst.p50]}" "${R[$t.burst.p99]}"
+    [[ $t == direct ]] || printf '   vs direct: p50 %s us, p99 %s us' "$(delta "$t" burst.p50)" "$(delta "$t" burst.p99)"
+    echo
+  done
+  for t in "${TARGETS[@]}"; do
+    local test
+    for test in rate burst; do
+      if ((R[$t.$test.rps] * 100 < BENCH_RATE * 95)); then
+        echo "note: $t held only ${R[$t.$test.rps]} of $BENCH_RATE req/s in the $test load"
+      fi
+    done
   done
   if has_target agentmesh; then
     local min median max trials

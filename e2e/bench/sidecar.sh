@@ -54,6 +54,7 @@ done
 
 [[ $(id -u) -eq 0 ]] || am_die "run as root: pods are network namespaces with iptables rules"
 am_need ip iptables ip6tables setpriv timeout nginx h2load curl awk sort
+bench_paced_load
 
 WORK=$(mktemp -d -t agentmesh-bench-sidecar.XXXXXX)
 chmod 755 "$WORK"
@@ -61,7 +62,7 @@ trap 'am_cleanup; am_pods_cleanup; rm -rf "$WORK"' EXIT
 OUT_DIR=$AM_TARGET_DIR/bench
 RAW=$OUT_DIR/sidecar-raw
 mkdir -p "$RAW"
-rm -f "$RAW"/*
+rm -rf "${RAW:?}"/*
 
 # --- CPU placement (as e2e/bench/run.sh) -----------------------------------------------
 NCPU=$(nproc)
@@ -141,13 +142,13 @@ h2load_as() {
     "${LOAD_WRAP[@]}" h2load --h1 -t 1 --log-file="$log" "$@"
 }
 
-# run_rate TARGET SECONDS: keep-alive, fixed rate; nearest-rank p50/p99 from the log.
+# run_rate TARGET SECONDS MODE: keep-alive at BENCH_RATE req/s (lib.sh's
+# bench_run_rate) in the agent pod as TARGET's UID.
 run_rate() {
-  local target=$1 secs=$2 name=${3:-rate}
-  local raw=$RAW/$name-$target.txt log=$RAW/$name-$target.log
-  h2load_as "$target" "$log" -c "$BENCH_RATE_CONNS" --rps="$((BENCH_RATE / BENCH_RATE_CONNS))" \
-    -D "$secs" "$URL" >"$raw" 2>&1 || am_die "h2load ($name, $target) failed; see $raw"
-  bench_record_h2load_log "$target" "$name" "$secs" "$log" "$raw" "h2load ($name, $target)"
+  local target=$1
+  BENCH_RATE_EXEC=(am_pod_exec_as agent "${UID_OF[$target]}")
+  bench_run_rate "$target" "$2" "$3" "$URL"
+  BENCH_RATE_EXEC=()
 }
 
 # to_us VALUE: h2load's "123us" / "4.56ms" / "1.2s" in microseconds.
@@ -187,12 +188,16 @@ START_TIME=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 if ((BENCH_WARMUP > 0)); then
   for t in "${TARGETS[@]}"; do
     am_log "warm-up $t (${BENCH_WARMUP} s)"
-    run_rate "$t" "$BENCH_WARMUP" warmup
+    run_rate "$t" "$BENCH_WARMUP" burst
   done
 fi
 for t in "${TARGETS[@]}"; do
   am_log "keep-alive at $BENCH_RATE req/s over $BENCH_RATE_CONNS connections: $t (${BENCH_SECONDS} s)"
-  run_rate "$t" "$BENCH_SECONDS"
+  run_rate "$t" "$BENCH_SECONDS" paced
+done
+for t in "${TARGETS[@]}"; do
+  am_log "keep-alive at $BENCH_RATE req/s in bursts of $BENCH_RATE_CONNS: $t (${BENCH_SECONDS} s)"
+  run_rate "$t" "$BENCH_SECONDS" burst
 done
 for t in "${TARGETS[@]}"; do
   am_log "new connections at $BENCH_CONN_RATE/s (at most $BENCH_CONN_MAX): $t"
@@ -219,7 +224,7 @@ report() {
   echo "  sidecar:    load generator as UID 1000, captured to 127.0.0.1:16001; route sets one header"
   echo "  loads:      ${BENCH_SECONDS} s each after a ${BENCH_WARMUP} s warm-up; h2load $(h2load --version 2>&1 | awk '{print $NF}')"
   echo
-  printf '%-8s | %-27s | %s\n' "" "keep-alive, ${BENCH_RATE} req/s" "new connections (Connection: close), target ${BENCH_CONN_RATE}/s"
+  printf '%-8s | %-27s | %s\n' "" "keep-alive, ${BENCH_RATE} req/s paced" "new connections (Connection: close), target ${BENCH_CONN_RATE}/s"
   printf '%-8s | %8s %8s %8s | %8s %8s %11s %8s %6s\n' target "p50 us" "p99 us" "req/s" conns "conns/s" "connect max" "p99 us" errors
   printf -- '---------+-----------------------------+--------------------------------------------------\n'
   local t
@@ -233,14 +238,28 @@ report() {
   local added_p50 added_p99
   added_p50=$((${R[sidecar.rate.p50]} - ${R[direct.rate.p50]}))
   added_p99=$((${R[sidecar.rate.p99]} - ${R[direct.rate.p99]}))
-  echo "added by the sidecar (keep-alive, fixed rate):  p50 $(signed "$added_p50") us, p99 $(signed "$added_p99") us"
+  echo "added by the sidecar (keep-alive, fixed rate, paced):  p50 $(signed "$added_p50") us, p99 $(signed "$added_p99") us"
+  for t in "${TARGETS[@]}"; do
+    echo "  $t pacing: ${R[$t.rate.pacing]}"
+  done
+  echo
+  echo "the same rate in bursts of $BENCH_RATE_CONNS (h2load --rps, every connection's timer ticking together):"
+  for t in "${TARGETS[@]}"; do
+    printf '  %-8s p50 %6s us  p99 %6s us  %6s req/s\n' "$t" "${R[$t.burst.p50]}" "${R[$t.burst.p99]}" "${R[$t.burst.rps]}"
+  done
+  added_p50=$((${R[sidecar.burst.p50]} - ${R[direct.burst.p50]}))
+  added_p99=$((${R[sidecar.burst.p99]} - ${R[direct.burst.p99]}))
+  echo "  added by the sidecar: p50 $(signed "$added_p50") us, p99 $(signed "$added_p99") us"
   for t in "${TARGETS[@]}"; do
     if ((R[$t.conns.connect_max] > 100000)); then
       echo "STALL: $t: a connect took $(ms "${R[$t.conns.connect_max]}") ms (over 100 ms)"
     fi
-    if ((R[$t.rate.rps] * 100 < BENCH_RATE * 95)); then
-      echo "note: $t held only ${R[$t.rate.rps]} of $BENCH_RATE req/s in the fixed-rate load"
-    fi
+    local test
+    for test in rate burst; do
+      if ((R[$t.$test.rps] * 100 < BENCH_RATE * 95)); then
+        echo "note: $t held only ${R[$t.$test.rps]} of $BENCH_RATE req/s in the $test load"
+      fi
+    done
   done
   echo
   echo "sidecar process"
