@@ -8,9 +8,9 @@
 //! timers. Their latency percentiles then mostly measure queueing behind the burst.
 //! wrk2 is not packaged here. This tool schedules request `k` at `start + k / rate`,
 //! sends it on connection `k mod conns` (so each connection carries every `conns`-th
-//! request and the requests of all connections interleave evenly), and measures each
-//! latency from the *scheduled* time: a request sent late because the connection was
-//! still busy counts its wait (no coordinated omission).
+//! request and the requests of all connections interleave evenly). A request sent late
+//! because its connection was still busy counts its latency from the due time, so the
+//! wait is not hidden (no coordinated omission); otherwise latency counts from the send.
 //!
 //! ```text
 //! paced-load --url http://api:8080/1k.txt --rate 2000 --conns 10 --seconds 10 \
@@ -38,8 +38,9 @@ struct Plan {
     log: String,
 }
 
-/// One completed request: scheduled start (µs since the epoch), status, µs from the
-/// scheduled start to the end of the response, and how late it was sent.
+/// One completed request: scheduled start (µs since the epoch), status, µs to the end
+/// of the response (from the due time when the connection was still busy then, else
+/// from the send), and how late it was sent.
 struct Sample {
     start_us: u64,
     status: u16,
@@ -150,6 +151,11 @@ fn run(plan: &Plan) -> Result<(), String> {
         .map_err(|e| format!("cannot resolve {}: {e}", plan.host_port))?
         .next()
         .ok_or_else(|| format!("{} resolves to no address", plan.host_port))?;
+    // The default 50 µs timer slack would make every sleep wake up to 50 µs late; the
+    // connection threads inherit this thread's setting.
+    if let Err(e) = nix::sys::prctl::set_timerslack(1) {
+        eprintln!("paced-load: cannot set timer slack ({e}); sends may be up to ~50 us late");
+    }
     let streams = (0..plan.conns)
         .map(|_| {
             let s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -238,6 +244,7 @@ fn connection(
     samples: &mut Vec<Sample>,
 ) -> Result<(), String> {
     let mut reader = ResponseReader::default();
+    let mut free_at = origin;
     for k in ks {
         let due = origin + Duration::from_nanos(k * 1_000_000_000 / plan.rate);
         wait_until(due);
@@ -249,26 +256,29 @@ fn connection(
             .read_response(&mut stream)
             .map_err(|e| format!("request {k}: {e}"))?;
         let done = Instant::now();
+        // A request that waited for this connection's previous response counts its wait
+        // from the due time (the server held it up); otherwise latency counts from the
+        // send, so the few µs a sleeping thread wakes late are not charged to the server.
+        let from = if free_at > due { due } else { sent };
+        free_at = done;
         samples.push(Sample {
             start_us: origin_epoch_us + (due - origin).as_micros() as u64,
             status,
-            latency_us: (done - due).as_micros() as u64,
+            latency_us: (done - from).as_micros() as u64,
             send_lag_us: (sent - due).as_micros() as u64,
         });
     }
     Ok(())
 }
 
-/// Sleeps until shortly before `due`, then spins: a plain sleep wakes up to ~60 µs late
-/// (the kernel's timer slack), which would be added to every latency.
+/// Sleeps until `due`. No spinning: on the one core a pinned load generator has, a
+/// spinning thread would hold up the wake-up of another connection's thread (the
+/// scheduler lets a running thread finish its slice), which is worse than the few µs
+/// a sleep with 1 ns timer slack (set in `run`) wakes late.
 fn wait_until(due: Instant) {
-    const SPIN: Duration = Duration::from_micros(100);
     let now = Instant::now();
-    if due > now + SPIN {
-        std::thread::sleep(due - now - SPIN);
-    }
-    while Instant::now() < due {
-        std::hint::spin_loop();
+    if due > now {
+        std::thread::sleep(due - now);
     }
 }
 
