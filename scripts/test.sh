@@ -3,8 +3,10 @@
 #
 #   scripts/test.sh
 #
-# Steps: install test dependencies (Debian packages), rustfmt check, clippy with
-# warnings as errors, the workspace's tests (nextest when installed, else cargo test),
+# Steps: install test dependencies (Debian packages; Python, npm and chart tools under
+# target/), rustfmt check, clippy with warnings as errors, the workspace's tests
+# (nextest when installed, else cargo test; they include the Helm chart's tests in
+# controller/tests/chart/, which run helm and kubernetes-validate from target/tools/),
 # doc tests, and shellcheck over the project's shell scripts. Every step runs even when
 # an earlier one fails, so one CI run shows every problem; the script exits non-zero if
 # any step failed and prints a summary naming the failed steps.

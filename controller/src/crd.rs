@@ -1,6 +1,6 @@
 //! agentmesh's own Kubernetes kinds (group `agentmesh.dev`, version `v1alpha1`):
 //! `AgentBackend` and `AgentPolicy`, as Rust types from which the CRD schemas are
-//! generated (`agentmesh-controller crds`, checked in under `deploy/crds/`).
+//! generated (`agentmesh-controller crds`, checked in under `charts/agentmesh/crds/`).
 //!
 //! Every struct refuses unknown fields, so a misspelt field is an `Accepted=False`
 //! condition naming it, never a silently ignored setting. What serde cannot check (one of
@@ -749,7 +749,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The CustomResourceDefinitions of agentmesh's kinds, as one multi-document YAML
-/// stream (what `agentmesh-controller crds` prints and `deploy/crds/` holds).
+/// stream (what `agentmesh-controller crds` prints and `charts/agentmesh/crds/` holds).
 pub fn crds_yaml() -> Result<String, serde_norway::Error> {
     use kube::CustomResourceExt;
     let mut out = String::from(

@@ -85,8 +85,8 @@ enum Command {
         folder: PathBuf,
     },
     /// Print the CustomResourceDefinitions of agentmesh's kinds (AgentBackend,
-    /// AgentPolicy) as YAML, generated from the controller's types (`deploy/crds/` holds
-    /// the same text).
+    /// AgentPolicy) as YAML, generated from the controller's types (the Helm chart's
+    /// `charts/agentmesh/crds/` holds the same text).
     Crds,
     /// Print the Deployment and Service that run each Gateway of the agentmesh
     /// GatewayClass (YAML, for `kubectl apply -f -`; Kubernetes mode applies them

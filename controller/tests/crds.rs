@@ -1,5 +1,5 @@
-//! The CRDs checked in under `deploy/crds/` are what `agentmesh-controller crds` prints
-//! from the Rust types (the Helm chart installs that file). Regenerate with
+//! The CRDs checked in under `charts/agentmesh/crds/` (where Helm installs them from)
+//! are what `agentmesh-controller crds` prints from the Rust types. Regenerate with
 //! `UPDATE_GOLDEN=1 cargo test -p agentmesh-controller --test crds`.
 #![allow(clippy::unwrap_used)]
 
@@ -23,7 +23,8 @@ fn printed() -> String {
 
 #[test]
 fn checked_in_crds_match_the_rust_types() {
-    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/agentmesh.yaml");
+    let golden =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/agentmesh/crds/agentmesh.yaml");
     let printed = printed();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &printed).unwrap();

@@ -1,0 +1,255 @@
+//! The webhook configuration: how the API server calls the controller, which pods it
+//! sends (checked against the injector's own selectors), and its certificate.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::OPTIONS;
+use crate::helm::{NAMESPACE, render};
+
+/// The selectors the injector applies to a Pod CREATE before it injects anything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InjectorSelectors {
+    /// Namespaces whose pods are injected (a LabelSelector on namespace labels).
+    namespace_selector: Value,
+    /// Pods that are injected (a LabelSelector on pod labels).
+    object_selector: Value,
+    /// Namespaces never injected, whatever their labels.
+    excluded_namespaces: Vec<String>,
+}
+
+/// The injector's selectors: the one place to switch when the injector crate lands.
+///
+/// Until then this is the contract of DESIGN.md ("Contracts shared by init, injector,
+/// proxy and chart"). Once `agentmesh-injector selectors` exists, replace the JSON text
+/// below with that command's output (or the library function behind it), keeping the
+/// rest: every test compares the rendered webhook configuration with what this returns.
+fn injector_selectors() -> InjectorSelectors {
+    let printed = r#"{
+        "namespaceSelector": {"matchLabels": {"agentmesh.dev/inject": "enabled"}},
+        "objectSelector": {"matchExpressions": [
+            {"key": "agentmesh.dev/inject", "operator": "NotIn", "values": ["disabled"]}
+        ]},
+        "excludedNamespaces": ["kube-system", "kube-public", "kube-node-lease"]
+    }"#;
+    serde_json::from_str(printed).unwrap()
+}
+
+#[test]
+fn webhook_calls_the_controller_for_pod_create_and_fails_closed_by_default() {
+    let rendered = render(&[]);
+    let webhook = rendered.webhook();
+    assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(webhook["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(webhook["timeoutSeconds"], 10);
+    assert_eq!(
+        webhook["rules"],
+        json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                "resources": ["pods"], "scope": "Namespaced"}])
+    );
+    // It reaches the controller's Service on the port that leads to the webhook.
+    let service = rendered.one("Service");
+    let target = &webhook["clientConfig"]["service"];
+    assert_eq!(target["name"], service["metadata"]["name"]);
+    assert_eq!(target["namespace"], NAMESPACE);
+    assert_eq!(target["path"], "/inject");
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == target["port"])
+        .expect("the webhook's port is not a port of the Service");
+    assert_eq!(port["targetPort"], "https-webhook");
+    assert_eq!(rendered.flag("--webhook-addr"), Some("0.0.0.0:16443"));
+    // The caBundle is the controller's to fill in: a chart upgrade must not reset it.
+    assert!(webhook["clientConfig"].get("caBundle").is_none());
+
+    let ignore = render(&["webhook.failurePolicy=Ignore", "webhook.timeoutSeconds=3"]);
+    assert_eq!(ignore.webhook()["failurePolicy"], "Ignore");
+    assert_eq!(ignore.webhook()["timeoutSeconds"], 3);
+}
+
+#[test]
+fn webhook_disabled_renders_no_webhook_nor_its_port() {
+    let rendered = render(&["webhook.enabled=false"]);
+    assert!(rendered.all("MutatingWebhookConfiguration").is_empty());
+    assert!(rendered.flag("--webhook-addr").is_none());
+    assert!(!rendered.text.contains("https-webhook"));
+}
+
+/// Whether a LabelSelector (matchLabels and matchExpressions) selects `labels`.
+fn selects(selector: &Value, labels: &BTreeMap<&str, &str>) -> bool {
+    let match_labels = selector["matchLabels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let labels_match = match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k.as_str()).copied() == v.as_str());
+    let expressions = selector["matchExpressions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    labels_match
+        && expressions.iter().all(|e| {
+            let value = labels.get(e["key"].as_str().unwrap()).copied();
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .map(|v| v.iter().map(|s| s.as_str().unwrap()).collect())
+                .unwrap_or_default();
+            match e["operator"].as_str().unwrap() {
+                "In" => value.is_some_and(|v| values.contains(&v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                other => panic!("unknown selector operator {other}"),
+            }
+        })
+}
+
+/// The webhook configuration sends the API server's Pod CREATEs to the injector for
+/// exactly the pods the injector would inject: the same decision for every namespace
+/// and pod below, where a namespace carries the `kubernetes.io/metadata.name` label
+/// the API server sets on every namespace.
+#[test]
+fn webhook_selects_exactly_the_pods_the_injector_injects() {
+    let injector = injector_selectors();
+    let namespaces: &[(&str, &[(&str, &str)])] = &[
+        ("agents", &[("agentmesh.dev/inject", "enabled")]),
+        ("plain", &[]),
+        ("opted-out", &[("agentmesh.dev/inject", "disabled")]),
+        ("typo", &[("agentmesh.dev/inject", "true")]),
+        ("kube-system", &[("agentmesh.dev/inject", "enabled")]),
+        ("kube-public", &[("agentmesh.dev/inject", "enabled")]),
+        ("kube-node-lease", &[("agentmesh.dev/inject", "enabled")]),
+        ("batch", &[("agentmesh.dev/inject", "enabled")]),
+    ];
+    let pods: &[&[(&str, &str)]] = &[
+        &[],
+        &[("app", "agent")],
+        &[("agentmesh.dev/inject", "disabled")],
+        &[("agentmesh.dev/inject", "enabled")],
+        &[
+            ("app.kubernetes.io/part-of", "agentmesh"),
+            ("agentmesh.dev/inject", "disabled"),
+        ],
+    ];
+    for (option, sets, extra_excluded) in [
+        ("default values", &[][..], &[][..]),
+        (
+            "extra excluded namespaces",
+            &["webhook.excludedNamespaces={batch}"][..],
+            &["batch"][..],
+        ),
+    ] {
+        let rendered = render(sets);
+        let webhook = rendered.webhook();
+        let mut injected = 0;
+        for (namespace, namespace_labels) in namespaces {
+            let mut ns_labels: BTreeMap<&str, &str> = namespace_labels.iter().copied().collect();
+            ns_labels.insert("kubernetes.io/metadata.name", namespace);
+            for pod in pods {
+                let pod_labels: BTreeMap<&str, &str> = pod.iter().copied().collect();
+                let called = selects(&webhook["namespaceSelector"], &ns_labels)
+                    && selects(&webhook["objectSelector"], &pod_labels);
+                let excluded = injector.excluded_namespaces.iter().any(|n| n == namespace)
+                    || extra_excluded.contains(namespace);
+                let injects = !excluded
+                    && selects(&injector.namespace_selector, &ns_labels)
+                    && selects(&injector.object_selector, &pod_labels);
+                assert_eq!(
+                    called, injects,
+                    "{option}: namespace {namespace} {namespace_labels:?}, pod {pod:?}: \
+                     the API server calls the webhook: {called}, the injector injects: {injects}"
+                );
+                injected += usize::from(injects);
+            }
+        }
+        assert!(injected > 0, "{option}: no case is injected at all");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The webhook's certificate.
+
+#[test]
+fn controller_certificate_source_lets_the_controller_manage_secret_and_ca_bundle() {
+    let rendered = render(&[]);
+    assert!(rendered.all("Certificate").is_empty() && rendered.all("Issuer").is_empty());
+    let configuration = rendered.one("MutatingWebhookConfiguration");
+    assert!(configuration["metadata"].get("annotations").is_none());
+    assert_eq!(
+        rendered.flag("--webhook-cert-secret"),
+        Some("agentmesh-webhook-cert")
+    );
+    assert_eq!(
+        rendered.flag("--webhook-configuration"),
+        configuration["metadata"]["name"].as_str()
+    );
+    assert_eq!(
+        rendered.flag("--webhook-service"),
+        rendered.one("Service")["metadata"]["name"].as_str()
+    );
+    // Nothing to mount: the controller reads and writes the Secret through the API.
+    assert!(rendered.controller().get("volumeMounts").is_none());
+}
+
+#[test]
+fn cert_manager_source_issues_the_certificate_and_injects_its_ca() {
+    let rendered = render(&["webhook.certificate.source=cert-manager"]);
+    let certificate = rendered.one("Certificate");
+    let issuer = rendered.one("Issuer");
+    assert_eq!(issuer["spec"], json!({"selfSigned": {}}));
+    assert_eq!(
+        certificate["spec"]["issuerRef"],
+        json!({"kind": "Issuer", "name": issuer["metadata"]["name"], "group": "cert-manager.io"})
+    );
+    assert_eq!(
+        certificate["spec"]["dnsNames"],
+        json!([
+            "agentmesh-controller.agentmesh-system.svc",
+            "agentmesh-controller.agentmesh-system.svc.cluster.local"
+        ])
+    );
+    // cainjector finds the Certificate from the webhook configuration's annotation.
+    let annotation = &rendered.one("MutatingWebhookConfiguration")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"];
+    assert_eq!(
+        annotation.as_str(),
+        Some(
+            format!(
+                "{NAMESPACE}/{}",
+                certificate["metadata"]["name"].as_str().unwrap()
+            )
+            .as_str()
+        )
+    );
+    // The controller serves the Secret cert-manager writes, mounted where it is told.
+    let secret = certificate["spec"]["secretName"].as_str().unwrap();
+    let pod = &rendered.one("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], secret);
+    let mount = &rendered.controller()["volumeMounts"][0];
+    assert_eq!(mount["name"], pod["volumes"][0]["name"]);
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        rendered.flag("--webhook-cert-dir"),
+        mount["mountPath"].as_str()
+    );
+    assert!(rendered.flag("--webhook-cert-secret").is_none());
+
+    // The user's issuer: no Issuer of ours.
+    let option = OPTIONS
+        .iter()
+        .find(|o| o.0 == "cert-manager with the user's ClusterIssuer")
+        .unwrap();
+    let rendered = render(option.1);
+    assert!(rendered.all("Issuer").is_empty());
+    assert_eq!(
+        rendered.one("Certificate")["spec"]["issuerRef"],
+        json!({"kind": "ClusterIssuer", "name": "corp-ca", "group": "cert-manager.io"})
+    );
+}
