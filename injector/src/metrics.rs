@@ -1,0 +1,154 @@
+//! The injector's Prometheus metrics: pods injected, skipped (by reason) and denied (by
+//! reason), and a `/metrics` HTTP endpoint for the standalone binary.
+//!
+//! Labels are fixed words ([`crate::inject::SkipReason::label`], [`DenyReason`]), never pod
+//! or namespace names, so their number stays bounded.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// Why a request was denied (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// An `agentmesh.dev/*` annotation has an unusable value.
+    InvalidAnnotation,
+    /// The request or its object could not be read.
+    MalformedRequest,
+}
+
+impl DenyReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::InvalidAnnotation => "invalid_annotation",
+            DenyReason::MalformedRequest => "malformed_request",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The injector's counters. Cheap to clone (shared counters).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    injected: Counter,
+    skipped: Family<ReasonLabel, Counter>,
+    denied: Family<ReasonLabel, Counter>,
+}
+
+impl Metrics {
+    /// Registers the counters (`agentmesh_injector_*`) in `registry`; a host with its own
+    /// registry (the controller) calls this with it.
+    pub fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("agentmesh_injector");
+        sub.register("injected", "Pods injected", self.injected.clone());
+        sub.register(
+            "skipped",
+            "Pods left alone, by reason",
+            self.skipped.clone(),
+        );
+        sub.register("denied", "Pods refused, by reason", self.denied.clone());
+    }
+
+    /// Counts an injected pod.
+    pub fn injected(&self) {
+        self.injected.inc();
+    }
+
+    /// Counts a skipped pod.
+    pub fn skipped(&self, reason: &'static str) {
+        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a denied request.
+    pub fn denied(&self, reason: DenyReason) {
+        self.denied
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// The registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// Serves `GET /metrics` (plain HTTP) on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let registry = registry.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &registry)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+fn answer(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, encode(registry)),
+        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()),
+        _ => (StatusCode::NOT_FOUND, "not found; try /metrics\n".into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_with_their_reason() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.injected();
+        metrics.skipped("host_network");
+        metrics.denied(DenyReason::InvalidAnnotation);
+        let text = encode(&registry);
+        assert!(
+            text.contains("agentmesh_injector_injected_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("agentmesh_injector_skipped_total{reason=\"host_network\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("agentmesh_injector_denied_total{reason=\"invalid_annotation\"} 1"),
+            "{text}"
+        );
+    }
+}
