@@ -8,12 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-/// Binaries the Dockerfile builds whose crate has not landed in this workspace yet.
-/// `agentmesh-injector` comes with the `injector/` crate (issue 6); once the workspace
-/// has it, [`dockerfile_builds_only_binaries_of_the_workspace`] fails until it is
-/// removed from here.
-const PENDING_BINARIES: &[&str] = &["agentmesh-injector"];
-
 /// The proxy's UID and GID (DESIGN.md "Contracts"), which agentmesh-init's rules exempt.
 const PROXY_USER: &str = "1501:1501";
 
@@ -115,13 +109,6 @@ fn dockerfile() -> BTreeMap<String, Stage> {
 #[test]
 fn dockerfile_builds_only_binaries_of_the_workspace() {
     let binaries = workspace_binaries();
-    for pending in PENDING_BINARIES {
-        assert!(
-            !binaries.contains(*pending),
-            "{pending} is in the workspace now: remove it from PENDING_BINARIES in {}",
-            file!()
-        );
-    }
     let stages = dockerfile();
     let build = stages["build"].instructions.join("\n");
     let built: BTreeSet<&str> = build
@@ -134,7 +121,7 @@ fn dockerfile_builds_only_binaries_of_the_workspace() {
     assert!(!built.is_empty(), "the build stage builds no --bin");
     for binary in &built {
         assert!(
-            binaries.contains(*binary) || PENDING_BINARIES.contains(binary),
+            binaries.contains(*binary),
             "the Dockerfile builds {binary}, which no workspace member has (members' binaries: {binaries:?})"
         );
     }

@@ -41,12 +41,12 @@ pub const CA_ENV: [&str; 3] = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTR
 /// The proxy binary in its image (lifecycle hooks run it).
 pub const PROXY_BINARY: &str = "/usr/local/bin/agentmesh-proxy";
 /// Classic sidecar postStart: block until `/healthz/ready` answers 200, so the kubelet
-/// starts the app containers (which come after the proxy) only then. Needs the proxy's
-/// `wait` subcommand: the image has no shell to poll with.
+/// starts the app containers (which come after the proxy) only then. The proxy's own
+/// `wait` subcommand, since the image has no shell to poll with.
 pub const CLASSIC_WAIT_COMMAND: [&str; 4] = [PROXY_BINARY, "wait", "--timeout", "300s"];
 /// Classic sidecar preStop: `POST /drain` on the admin port, then wait for in-flight
-/// requests, so the app's last calls during its own shutdown still go through. Needs the
-/// proxy's `drain` subcommand.
+/// requests, so the app's last calls during its own shutdown still go through (the
+/// proxy's `drain` subcommand).
 pub const CLASSIC_DRAIN_COMMAND: [&str; 2] = [PROXY_BINARY, "drain"];
 
 /// The `agentmesh-init` init container: installs the pod's capture rules and exits.

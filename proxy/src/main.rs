@@ -34,6 +34,29 @@ enum Command {
     },
     /// Print the JSON Schema of the config file format.
     Schema,
+    /// Wait until the proxy reports ready (`GET /healthz/ready` answers 200), then exit
+    /// 0; exit 1 naming the last answer after `--timeout`. For a classic sidecar's
+    /// postStart hook: the kubelet starts the app containers only once it returns.
+    Wait {
+        /// The proxy's readiness address.
+        #[arg(long, default_value = "127.0.0.1:16021", env = "AGENTMESH_READY_ADDR")]
+        ready_addr: std::net::SocketAddr,
+        /// How long to wait at most.
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Ask the running proxy to drain (`POST /drain` on its admin API: readiness reports
+    /// not ready from then on), then keep it serving for `--grace` before exiting 0. For
+    /// a classic sidecar's preStop hook: the app's last calls during its own shutdown
+    /// still go through, and the kubelet's SIGTERM then finishes in-flight requests.
+    Drain {
+        /// The proxy's admin address.
+        #[arg(long, default_value = "127.0.0.1:16000", env = "AGENTMESH_ADMIN_ADDR")]
+        admin_addr: std::net::SocketAddr,
+        /// How long to keep serving after the drain started.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        grace: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,6 +192,17 @@ fn parse_gateway(s: &str) -> Result<String, String> {
     }
 }
 
+/// A lifecycle hook's exit: 0, or 1 with the reason on stderr (the kubelet shows it).
+fn hook_result(result: Result<(), agentmesh_proxy::admin::hooks::HookError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentmesh-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("{s:?} is not a duration like 30s or 500ms");
     let (num, unit) = s
@@ -196,6 +230,15 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
             ExitCode::SUCCESS
+        }
+        Some(Command::Wait {
+            ready_addr,
+            timeout,
+        }) => hook_result(agentmesh_proxy::admin::hooks::wait_ready(
+            ready_addr, timeout,
+        )),
+        Some(Command::Drain { admin_addr, grace }) => {
+            hook_result(agentmesh_proxy::admin::hooks::drain(admin_addr, grace))
         }
         None => run(cli.run),
     }

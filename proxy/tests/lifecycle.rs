@@ -916,3 +916,52 @@ async fn reload_adding_a_bind_on_a_taken_port_is_rejected_as_a_whole() {
         "the old config keeps serving"
     );
 }
+
+/// The classic-sidecar lifecycle hooks the injector writes into pods, run as the kubelet
+/// runs them: `agentmesh-proxy wait` returns once the running proxy is ready, and
+/// `agentmesh-proxy drain` turns its readiness to not ready while it keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_and_drain_hooks_follow_the_running_proxy() {
+    let up = TestUpstream::start("one").await;
+    let port = free_port();
+    let proxy = Proxy::start(&simple_config(
+        port,
+        &tagged_route("r", "one", "v1"),
+        &host_backend("one", up.addr),
+    ));
+    let bin = env!("CARGO_BIN_EXE_agentmesh-proxy");
+    let hook = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ready = proxy.ready.to_string();
+    let admin = proxy.admin.to_string();
+    assert_eq!(
+        hook(&["wait", "--ready-addr", &ready, "--timeout", "10s"]),
+        (true, String::new())
+    );
+
+    let started = Instant::now();
+    let (ok, err) = hook(&["drain", "--admin-addr", &admin, "--grace", "300ms"]);
+    assert!(ok, "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let (status, body) = client::blocking_get(proxy.ready, "/healthz/ready").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    // Still serving: draining only moves new traffic away.
+    assert_eq!(
+        client::get(addr(port), "example.com", "/").await.status,
+        200
+    );
+
+    // Now never ready again: `wait` gives up, saying why.
+    let (ok, err) = hook(&["wait", "--ready-addr", &ready, "--timeout", "300ms"]);
+    assert!(!ok);
+    assert!(
+        err.contains("was not ready") && err.contains("draining"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@
 //!   cert-manager objects Kubernetes' schemas do not cover.
 //! - here: the chart as a whole (lint, every option validated, values documented, CRDs)
 //!   and the controller's Deployment; `rbac.rs`; `webhook.rs` (its selectors against the
-//!   injector's: `injector_selectors()` there is what to switch when the injector lands).
+//!   injector's own, from the `agentmesh-injector` library).
 #![allow(clippy::unwrap_used)]
 
 mod foreign;

@@ -21,21 +21,17 @@ struct InjectorSelectors {
     excluded_namespaces: Vec<String>,
 }
 
-/// The injector's selectors: the one place to switch when the injector crate lands.
-///
-/// Until then this is the contract of DESIGN.md ("Contracts shared by init, injector,
-/// proxy and chart"). Once `agentmesh-injector selectors` exists, replace the JSON text
-/// below with that command's output (or the library function behind it), keeping the
-/// rest: every test compares the rendered webhook configuration with what this returns.
-fn injector_selectors() -> InjectorSelectors {
-    let printed = r#"{
-        "namespaceSelector": {"matchLabels": {"agentmesh.dev/inject": "enabled"}},
-        "objectSelector": {"matchExpressions": [
-            {"key": "agentmesh.dev/inject", "operator": "NotIn", "values": ["disabled"]}
-        ]},
-        "excludedNamespaces": ["kube-system", "kube-public", "kube-node-lease"]
-    }"#;
-    serde_json::from_str(printed).unwrap()
+/// The injector's own selectors (`agentmesh_injector::selectors`, what
+/// `agentmesh-injector selectors` prints), for an installation that also excludes
+/// `extra_excluded` namespaces.
+fn injector_selectors(extra_excluded: &[&str]) -> InjectorSelectors {
+    let mut settings = agentmesh_injector::Settings::for_controller_namespace(NAMESPACE);
+    settings
+        .excluded_namespaces
+        .extend(extra_excluded.iter().map(|n| n.to_string()));
+    let printed =
+        serde_json::to_value(agentmesh_injector::selectors::webhook_selectors(&settings)).unwrap();
+    serde_json::from_value(printed).unwrap()
 }
 
 #[test]
@@ -118,7 +114,6 @@ fn selects(selector: &Value, labels: &BTreeMap<&str, &str>) -> bool {
 /// the API server sets on every namespace.
 #[test]
 fn webhook_selects_exactly_the_pods_the_injector_injects() {
-    let injector = injector_selectors();
     let namespaces: &[(&str, &[(&str, &str)])] = &[
         ("agents", &[("agentmesh.dev/inject", "enabled")]),
         ("plain", &[]),
@@ -147,8 +142,19 @@ fn webhook_selects_exactly_the_pods_the_injector_injects() {
             &["batch"][..],
         ),
     ] {
+        let injector = injector_selectors(extra_excluded);
         let rendered = render(sets);
         let webhook = rendered.webhook();
+        // The same selectors, written the same way...
+        assert_eq!(
+            webhook["namespaceSelector"], injector.namespace_selector,
+            "{option}"
+        );
+        assert_eq!(
+            webhook["objectSelector"], injector.object_selector,
+            "{option}"
+        );
+        // ...and the same decision for every case below.
         let mut injected = 0;
         for (namespace, namespace_labels) in namespaces {
             let mut ns_labels: BTreeMap<&str, &str> = namespace_labels.iter().copied().collect();
@@ -157,8 +163,7 @@ fn webhook_selects_exactly_the_pods_the_injector_injects() {
                 let pod_labels: BTreeMap<&str, &str> = pod.iter().copied().collect();
                 let called = selects(&webhook["namespaceSelector"], &ns_labels)
                     && selects(&webhook["objectSelector"], &pod_labels);
-                let excluded = injector.excluded_namespaces.iter().any(|n| n == namespace)
-                    || extra_excluded.contains(namespace);
+                let excluded = injector.excluded_namespaces.iter().any(|n| n == namespace);
                 let injects = !excluded
                     && selects(&injector.namespace_selector, &ns_labels)
                     && selects(&injector.object_selector, &pod_labels);

@@ -12,6 +12,7 @@
 
 mod api;
 pub mod dump;
+pub mod hooks;
 mod readiness;
 mod server;
 #[cfg(test)]
