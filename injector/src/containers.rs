@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecretVolumeSource, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,6 +25,9 @@ pub const INIT_CONTAINER: &str = "agentmesh-init";
 pub const PROXY_CONTAINER: &str = "agentmesh-proxy";
 /// The projected service-account token volume of the proxy.
 pub const TOKEN_VOLUME: &str = "agentmesh-xds-token";
+/// The init container's writable `/run`: legacy iptables takes its lock in
+/// `/run/xtables.lock`, which a read-only root filesystem would refuse.
+pub const INIT_RUN_VOLUME: &str = "agentmesh-init-run";
 /// Where the proxy finds that token.
 pub const TOKEN_DIR: &str = "/var/run/secrets/agentmesh/tokens";
 /// The token file's name in [`TOKEN_DIR`].
@@ -65,6 +68,12 @@ pub fn init_container(options: &PodOptions, settings: &Settings) -> Container {
         // No args: the image's entrypoint runs `agentmesh-init` (apply) from the env.
         env: Some(env),
         resources: Some(resources(&settings.init_resources)),
+        // Legacy iptables locks /run/xtables.lock; the root filesystem is read-only.
+        volume_mounts: Some(vec![VolumeMount {
+            name: INIT_RUN_VOLUME.into(),
+            mount_path: "/run".into(),
+            ..VolumeMount::default()
+        }]),
         security_context: Some(SecurityContext {
             // iptables needs CAP_NET_ADMIN (nft, legacy) and CAP_NET_RAW (legacy) in the
             // pod's network namespace, and nothing else.
@@ -195,6 +204,18 @@ pub fn token_volume(settings: &Settings) -> Volume {
                 ..VolumeProjection::default()
             }]),
             ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The init container's `/run` ([`INIT_RUN_VOLUME`]): a small memory-backed emptyDir.
+pub fn init_run_volume() -> Volume {
+    Volume {
+        name: INIT_RUN_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("1Mi".into())),
         }),
         ..Volume::default()
     }

@@ -19,7 +19,8 @@ use serde_json::Value;
 
 use crate::annotations::{self, AnnotationError, EgressTls, PodOptions, SidecarKind};
 use crate::containers::{
-    self, CA_VOLUME, INIT_CONTAINER, PROXY_CONTAINER, TOKEN_VOLUME, ca_env, ca_mount,
+    self, CA_VOLUME, INIT_CONTAINER, INIT_RUN_VOLUME, PROXY_CONTAINER, TOKEN_VOLUME, ca_env,
+    ca_mount,
 };
 use crate::settings::{INJECT_LABEL, PART_OF_LABEL, PART_OF_VALUE, SYSTEM_NAMESPACES, Settings};
 
@@ -186,7 +187,10 @@ pub fn inject_pod(
     let user_containers = &spec.containers;
 
     // App containers first, while their indexes are still the user's.
-    let mut volumes = vec![(TOKEN_VOLUME, containers::token_volume(settings))];
+    let mut volumes = vec![
+        (TOKEN_VOLUME, containers::token_volume(settings)),
+        (INIT_RUN_VOLUME, containers::init_run_volume()),
+    ];
     if options.egress_tls == EgressTls::Intercept {
         volumes.push((CA_VOLUME, containers::ca_volume(settings)));
         for (i, container) in user_containers.iter().enumerate() {
