@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_readme_table_documents_every_annotation() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for a in ANNOTATIONS {
             let row = format!("| `{}` | {} | {} |", a.name, a.default, a.description);
             assert!(readme.contains(&row), "README lacks the row:\n{row}");
