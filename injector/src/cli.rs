@@ -46,13 +46,6 @@ pub struct SettingsArgs {
         value_name = "BOOL"
     )]
     pub native_sidecar: bool,
-    /// Audience of the projected token the proxy presents to the controller.
-    #[arg(
-        long,
-        env = "AGENTMESH_INJECT_TOKEN_AUDIENCE",
-        default_value = "agentmesh"
-    )]
-    pub token_audience: String,
     /// ConfigMap (in each pod's namespace) holding the mesh CA bundle mounted for
     /// `agentmesh.dev/egress-tls: intercept`.
     #[arg(
@@ -102,9 +95,34 @@ fn quantity(text: &str) -> Result<String, String> {
     }
 }
 
-impl SettingsArgs {
+/// The flags of `agentmesh-injector` itself: the shared [`SettingsArgs`] plus the token
+/// audience. The controller does not flatten this one: its own `--token-audience` is the
+/// audience it checks tokens for, and the injector must project tokens for that same one.
+#[derive(Debug, Clone, Args)]
+pub struct InjectorArgs {
+    /// The shared injection settings.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Audience of the projected token the proxy presents to the controller.
+    #[arg(
+        long,
+        env = "AGENTMESH_INJECT_TOKEN_AUDIENCE",
+        default_value = "agentmesh"
+    )]
+    pub token_audience: String,
+}
+
+impl InjectorArgs {
     /// The settings these flags describe.
     pub fn to_settings(&self) -> Settings {
+        self.settings.to_settings(&self.token_audience)
+    }
+}
+
+impl SettingsArgs {
+    /// The settings these flags describe, with `token_audience` for the proxy's projected
+    /// token (the audience the controller checks tokens for).
+    pub fn to_settings(&self, token_audience: &str) -> Settings {
         let mut settings = Settings::for_controller_namespace(&self.controller_namespace);
         if let Some(address) = &self.xds_address {
             settings.xds_address.clone_from(address);
@@ -121,7 +139,7 @@ impl SettingsArgs {
             .image_pull_policy
             .clone_from(&self.image_pull_policy);
         settings.native_sidecar = self.native_sidecar;
-        settings.token_audience.clone_from(&self.token_audience);
+        settings.token_audience = token_audience.to_string();
         settings.mesh_ca = match &self.mesh_ca_secret {
             Some(name) => MeshCaSource::Secret {
                 name: name.clone(),

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentmesh_injector::Injector;
-use agentmesh_injector::cli::SettingsArgs;
+use agentmesh_injector::cli::InjectorArgs;
 use agentmesh_injector::manifests::inject_yaml;
 use agentmesh_injector::selectors::webhook_selectors;
 use agentmesh_injector::tls::TlsSource;
@@ -43,7 +43,7 @@ enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
         #[command(flatten)]
-        settings: SettingsArgs,
+        settings: InjectorArgs,
     },
     /// Serve the webhook over HTTPS: `POST /inject` (AdmissionReview v1), `GET /healthz`;
     /// metrics on `--metrics-addr`.
@@ -82,13 +82,13 @@ enum Command {
         #[arg(long, env = "AGENTMESH_LOG", default_value = "info")]
         log_level: String,
         #[command(flatten)]
-        settings: SettingsArgs,
+        settings: InjectorArgs,
     },
     /// Print the webhook's namespaceSelector, objectSelector and excluded namespaces as
     /// JSON, for comparison with the chart's MutatingWebhookConfiguration.
     Selectors {
         #[command(flatten)]
-        settings: SettingsArgs,
+        settings: InjectorArgs,
     },
 }
 
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn inject(file: &std::path::Path, namespace: &str, settings: &SettingsArgs) -> ExitCode {
+fn inject(file: &std::path::Path, namespace: &str, settings: &InjectorArgs) -> ExitCode {
     let input = if file.as_os_str() == "-" {
         let mut text = String::new();
         match std::io::stdin().read_to_string(&mut text) {
@@ -160,7 +160,7 @@ fn serve(
     tls: TlsSource,
     metrics_addr: SocketAddr,
     log_level: &str,
-    settings: &SettingsArgs,
+    settings: &InjectorArgs,
 ) -> ExitCode {
     let filter = match tracing_subscriber::EnvFilter::try_new(log_level) {
         Ok(f) => f,
