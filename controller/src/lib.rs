@@ -21,6 +21,7 @@ pub mod render;
 pub mod snapshot;
 pub mod status;
 pub mod translate;
+pub mod webhook;
 
 /// An error type that can cross task and module boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
