@@ -71,11 +71,10 @@ pub async fn start(
     let tls = TlsSource::dir(cert_dir);
     // Load once now: a missing or mismatched pair is a start-up error, not a failed
     // handshake for the API server to report much later.
-    tls.server_config()
-        .map_err(|e| WebhookError::Certificate {
-            dir: cert_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    tls.server_config().map_err(|e| WebhookError::Certificate {
+        dir: cert_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let injector = Arc::new(Injector::new(settings));
     let listener = TcpListener::bind(addr)
         .await
@@ -90,13 +89,14 @@ pub async fn start(
     if let Some(metrics_addr) = metrics_addr {
         let mut registry = Registry::default();
         injector.metrics().register(&mut registry);
-        let listener = TcpListener::bind(metrics_addr)
-            .await
-            .map_err(|source| WebhookError::Listen {
-                addr: metrics_addr,
-                what: "metrics",
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|source| WebhookError::Listen {
+                    addr: metrics_addr,
+                    what: "metrics",
+                    source,
+                })?;
         bound_metrics = Some(listener.local_addr().unwrap_or(metrics_addr));
         let registry = Arc::new(registry);
         tasks.push(tokio::spawn(async move {
