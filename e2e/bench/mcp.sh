@@ -57,7 +57,7 @@ trap 'am_cleanup; rm -rf "$WORK"' EXIT
 OUT_DIR=$AM_TARGET_DIR/bench
 RAW=$OUT_DIR/mcp-raw
 mkdir -p "$RAW"
-rm -f "$RAW"/*
+rm -rf "${RAW:?}"/*
 
 # --- CPU placement --------------------------------------------------------------------
 # agentmesh gets a core of its own (the last) and one worker thread, so its max
