@@ -67,6 +67,9 @@ enum Command {
         /// How replicas elect the one that writes to the API server (`--kubernetes`).
         #[command(flatten)]
         election: agentmesh_controller::kubernetes::leader::ElectionOptions,
+        /// Where the injection webhook's serving certificate comes from (`--kubernetes`).
+        #[command(flatten)]
+        webhook_cert: Box<agentmesh_controller::kubernetes::webhook_cert::WebhookCertOptions>,
     },
     /// Print what a folder translates to: the resources each gateway (and standalone
     /// proxy) is served, by resource name, and the status of every object (JSON).
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
             log_level,
             gateways,
             election,
+            webhook_cert,
         } => {
             let filter = match tracing_subscriber::EnvFilter::try_new(&log_level) {
                 Ok(f) => f,
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
                     audience: gateways.token_audience.clone(),
                     gateways,
                     election,
+                    webhook_cert,
                 },
             };
             let runtime = match tokio::runtime::Runtime::new() {
@@ -246,6 +251,7 @@ enum Source {
         audience: String,
         gateways: agentmesh_controller::render::RenderOptions,
         election: agentmesh_controller::kubernetes::leader::ElectionOptions,
+        webhook_cert: Box<agentmesh_controller::kubernetes::webhook_cert::WebhookCertOptions>,
     },
 }
 
@@ -257,9 +263,16 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
             audience,
             gateways,
             election,
+            webhook_cert,
         } => {
             use agentmesh_controller::kubernetes;
             let client = kubernetes::client(kubeconfig.as_deref()).await?;
+            // Every replica: the webhook's certificate files exist before anything is
+            // served, and are kept current from here on.
+            if let Some(source) = webhook_cert.source() {
+                let dir = kubernetes::webhook_cert::start(client.clone(), source).await?;
+                tracing::info!(dir = %dir.display(), "webhook certificate ready");
+            }
             tracing::info!("reading objects from the Kubernetes API");
             let source = kubernetes::source::follow(client.clone(), kubernetes::kinds()).await;
             // Only the leader writes: status, and each Gateway's Deployment and Service

@@ -50,12 +50,16 @@ An image reference. Call with (dict "root" $ "image" .Values.x.image "name" "age
 {{- printf "http://%s.%s.svc:%d" (include "agentmesh.controller" .) .Release.Namespace (int .Values.controller.xds.port) -}}
 {{- end }}
 
+{{/* Where the controller writes the certificate it generates for the webhook (an emptyDir). */}}
+{{- define "agentmesh.generatedCertDir" -}}/var/run/agentmesh/webhook{{- end }}
+
 {{/*
 The arguments that make the controller serve the sidecar injection webhook.
 
-PENDING: these flags arrive with the injector crate (issue 6); until the controller
-accepts them, controller/tests/chart/main.rs lists them in PENDING_FLAGS. When the real
-flag names land, change them here and only here.
+PENDING: the flags of the webhook server and of injection arrive with the injector
+crate (issue 6; the certificate flags are in); until the controller accepts them,
+controller/tests/chart/main.rs lists them in PENDING_FLAGS. When the real flag names
+land, change them here and only here.
 */}}
 {{- define "agentmesh.webhookArgs" -}}
 - --webhook-addr=0.0.0.0:{{ .Values.webhook.port }}
@@ -65,6 +69,7 @@ flag names land, change them here and only here.
 - --webhook-cert-secret={{ .Values.webhook.certificate.secretName }}
 - --webhook-configuration={{ include "agentmesh.webhookConfiguration" . }}
 - --webhook-service={{ include "agentmesh.controller" . }}
+- --webhook-generated-cert-dir={{ include "agentmesh.generatedCertDir" . }}
 {{- end }}
 - --proxy-image={{ include "agentmesh.image" (dict "root" . "image" .Values.proxy.image "name" "agentmesh-proxy") }}
 - --init-image={{ include "agentmesh.image" (dict "root" . "image" .Values.init.image "name" "agentmesh-init") }}

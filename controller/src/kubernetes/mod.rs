@@ -12,6 +12,9 @@
 //!   Services the controller renders).
 //! - [`leader`]: leader election between replicas (a Lease): only the leader writes
 //!   status and applies; every replica serves xDS.
+//! - [`webhook_cert`]: the injection webhook's serving certificate: generated into a
+//!   Secret, rotated, its CA kept in the webhook configuration's `caBundle`, and
+//!   written to files for the HTTPS server (or checked, when cert-manager keeps it).
 //!
 //! (The module is not called `kube`, so that `kube::…` always means the kube-rs crate.)
 //!
@@ -22,6 +25,7 @@ pub mod leader;
 pub mod source;
 pub mod status;
 pub mod token_review;
+pub mod webhook_cert;
 
 use std::path::Path;
 

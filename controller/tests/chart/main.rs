@@ -35,10 +35,6 @@ use helm::{Rendered, chart_dir, helm, parse_yaml_stream, render, try_render, val
 /// `_helpers.tpl`.
 const PENDING_FLAGS: &[&str] = &[
     "--webhook-addr",
-    "--webhook-cert-dir",
-    "--webhook-cert-secret",
-    "--webhook-configuration",
-    "--webhook-service",
     "--proxy-image",
     "--init-image",
     "--image-pull-policy",

@@ -82,8 +82,10 @@ fn cluster_grants_needed(controller_certificate: bool) -> BTreeSet<Grant> {
         "create",
         &[],
     ));
+    // The webhook certificate keeper (kubernetes/webhook_cert): the caBundle of our own
+    // configuration, read, watched by name and JSON-patched.
     if controller_certificate {
-        for verb in ["get", "patch"] {
+        for verb in ["get", "list", "watch", "patch"] {
             needed.insert(grant(
                 "admissionregistration.k8s.io",
                 "mutatingwebhookconfigurations",
@@ -124,7 +126,8 @@ fn rbac_grants_exactly_what_the_controller_reads_and_writes() {
         ]);
         if controller_certificate {
             needed.insert(grant("", "secrets", "create", &[]));
-            for verb in ["get", "update", "patch"] {
+            // The certificate Secret: created, then read, watched by name and replaced.
+            for verb in ["get", "list", "watch", "update"] {
                 needed.insert(grant("", "secrets", verb, &["agentmesh-webhook-cert"]));
             }
         }

@@ -200,8 +200,18 @@ fn controller_certificate_source_lets_the_controller_manage_secret_and_ca_bundle
         rendered.flag("--webhook-service"),
         rendered.one("Service")["metadata"]["name"].as_str()
     );
-    // Nothing to mount: the controller reads and writes the Secret through the API.
-    assert!(rendered.controller().get("volumeMounts").is_none());
+    // The controller reads and writes the Secret through the API, and writes the files
+    // its webhook server reads into a writable in-memory volume, where it is told.
+    let pod = &rendered.one("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["emptyDir"]["medium"], "Memory");
+    let mount = &rendered.controller()["volumeMounts"][0];
+    assert_eq!(mount["name"], pod["volumes"][0]["name"]);
+    assert!(mount.get("readOnly").is_none());
+    assert_eq!(
+        rendered.flag("--webhook-generated-cert-dir"),
+        mount["mountPath"].as_str()
+    );
+    assert!(rendered.flag("--webhook-cert-dir").is_none());
 }
 
 #[test]

@@ -18,6 +18,9 @@
 //! - `GET …/<name>` reads one object; `POST` to a collection creates one (409 when it
 //!   exists); `PUT …/<name>` replaces one, checked against the `resourceVersion` it
 //!   carries (409 on a stale one), as leader election's Lease updates need.
+//! - `PATCH …/<name>` with `application/json-patch+json` (RFC 6902: `test`, `add`,
+//!   `replace`, `remove`) is recorded and applied to the object, all or nothing: a failed
+//!   `test` or a path that is not there answers 422, as the API server does.
 //! - Every request must carry the controller's bearer token (401 otherwise).
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -72,6 +75,7 @@ struct State {
     resource_version: u64,
     patches: Vec<Recorded>,
     applies: Vec<Recorded>,
+    json_patches: Vec<Recorded>,
     reviews: Vec<Recorded>,
     /// Discovery: group/version → (kind, plural, namespaced).
     discovery: BTreeMap<String, Vec<(String, String, bool)>>,
@@ -344,6 +348,11 @@ current-context: fake
         self.state.lock().unwrap().patches.clone()
     }
 
+    /// Every JSON patch (RFC 6902) of an object received so far.
+    pub fn json_patches(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().json_patches.clone()
+    }
+
     /// Every TokenReview POST received so far.
     pub fn reviews(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().reviews.clone()
@@ -431,6 +440,11 @@ current-context: fake
             (hyper::Method::POST, None, None) => self.create_or_replace(target, recorded, true),
             (hyper::Method::PUT, Some(_), None) => self.create_or_replace(target, recorded, false),
             (hyper::Method::PATCH, Some(_), Some("status")) => self.patch_status(target, recorded),
+            (hyper::Method::PATCH, Some(_), None)
+                if recorded.content_type == "application/json-patch+json" =>
+            {
+                self.json_patch(target, recorded)
+            }
             (hyper::Method::PATCH, Some(_), None) => self.server_side_apply(recorded),
             _ => status(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -684,6 +698,35 @@ current-context: fake
         json_response(StatusCode::OK, &object)
     }
 
+    /// A JSON patch of an object: applied all or nothing, stored, announced.
+    fn json_patch(&self, target: Target, recorded: Recorded) -> Response<Body> {
+        let key = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        let object = {
+            let mut state = self.state.lock().unwrap();
+            state.json_patches.push(recorded.clone());
+            state
+                .objects
+                .get(&target.collection)
+                .and_then(|c| c.get(&key))
+                .cloned()
+        };
+        let Some(mut object) = object else {
+            return status(StatusCode::NOT_FOUND, "NotFound", "no such object");
+        };
+        for operation in recorded.body.as_array().into_iter().flatten() {
+            if let Err(message) = json_patch_operation(&mut object, operation) {
+                return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message);
+            }
+        }
+        // Stored as a replace would store it (a new resourceVersion, a MODIFIED event).
+        self.apply(object);
+        let stored = self.state.lock().unwrap().objects[&target.collection][&key].clone();
+        json_response(StatusCode::OK, &stored)
+    }
+
     fn token_review(&self, recorded: Recorded) -> Response<Body> {
         let mut state = self.state.lock().unwrap();
         state.reviews.push(recorded.clone());
@@ -726,4 +769,41 @@ current-context: fake
             }),
         )
     }
+}
+
+/// Applies one RFC 6902 operation (`test`, `add`, `replace`, `remove`) to `object`.
+fn json_patch_operation(object: &mut Value, operation: &Value) -> Result<(), String> {
+    let path = operation["path"].as_str().unwrap_or_default();
+    let (parent, last) = path
+        .rsplit_once('/')
+        .ok_or_else(|| format!("bad path {path:?}"))?;
+    let op = operation["op"].as_str().unwrap_or_default();
+    if op == "test" {
+        return match object.pointer(path) {
+            Some(v) if *v == operation["value"] => Ok(()),
+            other => Err(format!("test of {path} failed: found {other:?}")),
+        };
+    }
+    let container = object
+        .pointer_mut(parent)
+        .ok_or_else(|| format!("no {parent:?} to patch"))?;
+    let map = container
+        .as_object_mut()
+        .ok_or_else(|| format!("{parent:?} is not an object (the fake patches only objects)"))?;
+    match op {
+        "add" => {
+            map.insert(last.to_owned(), operation["value"].clone());
+        }
+        "replace" | "remove" if !map.contains_key(last) => {
+            return Err(format!("no {path:?} to {op}"));
+        }
+        "replace" => {
+            map.insert(last.to_owned(), operation["value"].clone());
+        }
+        "remove" => {
+            map.remove(last);
+        }
+        other => return Err(format!("the fake does not implement op {other:?}")),
+    }
+    Ok(())
 }

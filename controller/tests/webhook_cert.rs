@@ -1,0 +1,439 @@
+//! The webhook certificate keeper against an API server: the Secret created, reused or
+//! rotated, the webhook configuration's `caBundle` set (and set again after an upgrade
+//! resets it), and the files a rustls client trusting `ca.crt` verifies for the
+//! Service's name.
+//!
+//! The API server is our own double (`support/fake_api.rs`): no real API server can run
+//! on our machines (see ../shared/TESTING.md). It speaks the wire protocol the keeper
+//! uses (get, create with 409 AlreadyExists, replace with 409 Conflict on a stale
+//! resourceVersion, JSON patch with 422 on a failed test, list + watch) with real JSON.
+//! The HTTPS server arrives with the injector, so the files are verified with rustls's
+//! own certificate verifier, as a client of that server would verify them. The last
+//! tests start the controller binary with the chart's certificate flags.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/fake_api.rs"]
+mod fake_api;
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use agentmesh_controller::kubernetes;
+use agentmesh_controller::kubernetes::webhook_cert::issue::{
+    self, CertificateSet, Lifetimes, service_names,
+};
+use agentmesh_controller::kubernetes::webhook_cert::{CertSource, GeneratedCert, start};
+use fake_api::FakeApi;
+use k8s_openapi::ByteString;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "agentmesh-system";
+const SECRET: &str = "agentmesh-webhook-cert";
+const CONFIGURATION: &str = "agentmesh-sidecar-injector";
+const SERVICE: &str = "agentmesh-controller";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+async fn client(fake: &FakeApi, dir: &Path) -> kube::Client {
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+    kubernetes::client(Some(&kubeconfig)).await.unwrap()
+}
+
+fn settings(dir: &Path) -> GeneratedCert {
+    GeneratedCert {
+        namespace: NAMESPACE.into(),
+        secret: SECRET.into(),
+        configuration: CONFIGURATION.into(),
+        names: service_names(SERVICE, NAMESPACE),
+        dir: dir.join("webhook"),
+        lifetimes: Lifetimes::default(),
+    }
+}
+
+/// The chart's webhook configuration, as `helm install` leaves it: no caBundle.
+fn configuration(ca_bundle: Option<&str>) -> Value {
+    let mut client_config = json!({
+        "service": {"name": SERVICE, "namespace": NAMESPACE, "path": "/inject", "port": 443},
+    });
+    if let Some(ca) = ca_bundle {
+        client_config["caBundle"] = serde_json::to_value(ByteString(ca.into())).unwrap();
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION},
+        "webhooks": [{
+            "name": "sidecar-injector.agentmesh.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "clientConfig": client_config,
+        }],
+    })
+}
+
+fn secret_of(set: &CertificateSet) -> Value {
+    let data = |text: &str| serde_json::to_value(ByteString(text.into())).unwrap();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET, "namespace": NAMESPACE},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": data(&set.cert), "tls.key": data(&set.key),
+            "ca.crt": data(&set.ca_cert), "ca.key": data(&set.ca_key),
+        },
+    })
+}
+
+fn stored_secret(fake: &FakeApi) -> Value {
+    fake.get("v1", "Secret", NAMESPACE, SECRET)
+        .expect("no certificate Secret")
+}
+
+fn secret_text(secret: &Value, key: &str) -> String {
+    let bytes: ByteString = serde_json::from_value(secret["data"][key].clone()).unwrap();
+    String::from_utf8(bytes.0).unwrap()
+}
+
+/// Every webhook's caBundle, decoded.
+fn ca_bundles(fake: &FakeApi) -> Vec<Option<String>> {
+    let configuration = fake
+        .get(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            "",
+            CONFIGURATION,
+        )
+        .unwrap();
+    configuration["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let bundle = w["clientConfig"].get("caBundle")?;
+            let bytes: ByteString = serde_json::from_value(bundle.clone()).unwrap();
+            Some(String::from_utf8(bytes.0).unwrap())
+        })
+        .collect()
+}
+
+fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// What a TLS client trusting only `ca.crt` decides about `tls.crt` for `name`.
+fn client_verifies(dir: &Path, name: &str) -> Result<(), rustls::Error> {
+    let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let cert = std::fs::read_to_string(dir.join("tls.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for der in pem_certs(&ca) {
+        roots.add(der).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+    let chain = pem_certs(&cert);
+    verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from(name.to_owned()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+}
+
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_install_gets_a_secret_a_ca_bundle_and_files_a_client_verifies() {
+    let fake = FakeApi::start().await;
+    fake.apply(configuration(None));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path());
+    let files = start(
+        client(&fake, dir.path()).await,
+        CertSource::Generated(settings.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(files, settings.dir);
+
+    let secret = stored_secret(&fake);
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let ca = secret_text(&secret, "ca.crt");
+    assert_eq!(ca_bundles(&fake), vec![Some(ca.clone())]);
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        assert_eq!(
+            std::fs::read_to_string(files.join(file)).unwrap(),
+            secret_text(&secret, file),
+            "{file}"
+        );
+    }
+    // The API server dials the Service by these names; a client trusting the CA
+    // accepts the served certificate for each, and for no other.
+    for name in service_names(SERVICE, NAMESPACE) {
+        client_verifies(&files, &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert!(client_verifies(&files, "agentmesh-controller.elsewhere.svc").is_err());
+    // The serving certificate lives a year, the CA ten.
+    let not_after = issue::not_after(&secret_text(&secret, "tls.crt")).unwrap();
+    let year = not_after.duration_since(SystemTime::now()).unwrap();
+    assert!(year > 364 * DAY && year <= 365 * DAY, "{year:?}");
+    let ca_years = issue::not_after(&ca)
+        .unwrap()
+        .duration_since(not_after)
+        .unwrap();
+    assert!(ca_years > 8 * 365 * DAY, "{ca_years:?}");
+}
+
+#[tokio::test]
+async fn a_valid_secret_is_reused_and_nothing_is_rewritten() {
+    let fake = FakeApi::start().await;
+    let held = issue::issue_all(
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now() - 10 * DAY,
+    )
+    .unwrap();
+    fake.apply(secret_of(&held));
+    fake.apply(configuration(Some(&held.ca_cert)));
+    let before = stored_secret(&fake);
+    let dir = tempfile::tempdir().unwrap();
+    let files = start(
+        client(&fake, dir.path()).await,
+        CertSource::Generated(settings(dir.path())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored_secret(&fake), before, "the Secret was rewritten");
+    assert!(fake.json_patches().is_empty(), "the caBundle was patched");
+    assert_eq!(
+        std::fs::read_to_string(files.join("tls.crt")).unwrap(),
+        held.cert
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("tls.key")).unwrap(),
+        held.key
+    );
+}
+
+#[tokio::test]
+async fn a_ca_bundle_reset_by_an_upgrade_is_set_again() {
+    let fake = FakeApi::start().await;
+    fake.apply(configuration(None));
+    let dir = tempfile::tempdir().unwrap();
+    start(
+        client(&fake, dir.path()).await,
+        CertSource::Generated(settings(dir.path())),
+    )
+    .await
+    .unwrap();
+    let ca = secret_text(&stored_secret(&fake), "ca.crt");
+    assert_eq!(ca_bundles(&fake), vec![Some(ca.clone())]);
+    // `helm upgrade` puts the configuration back as the chart renders it.
+    fake.apply(configuration(None));
+    eventually("the caBundle to be set again", || {
+        ca_bundles(&fake) == vec![Some(ca.clone())]
+    })
+    .await;
+    assert_eq!(secret_text(&stored_secret(&fake), "ca.crt"), ca);
+}
+
+#[tokio::test]
+async fn an_expiring_certificate_is_rotated_under_the_same_ca() {
+    let fake = FakeApi::start().await;
+    // Issued 300 days ago: in the last third of its year.
+    let held = issue::issue_all(
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now() - 300 * DAY,
+    )
+    .unwrap();
+    fake.apply(secret_of(&held));
+    fake.apply(configuration(Some(&held.ca_cert)));
+    let dir = tempfile::tempdir().unwrap();
+    let files = start(
+        client(&fake, dir.path()).await,
+        CertSource::Generated(settings(dir.path())),
+    )
+    .await
+    .unwrap();
+    let secret = stored_secret(&fake);
+    let cert = secret_text(&secret, "tls.crt");
+    assert_ne!(cert, held.cert, "the certificate was not rotated");
+    assert_eq!(secret_text(&secret, "ca.crt"), held.ca_cert);
+    assert_eq!(secret_text(&secret, "ca.key"), held.ca_key);
+    // The CA did not change, so the caBundle needed no patch.
+    assert!(fake.json_patches().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(files.join("tls.crt")).unwrap(),
+        cert
+    );
+    let left = issue::not_after(&cert)
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(left > 364 * DAY, "{left:?}");
+    client_verifies(&files, "agentmesh-controller.agentmesh-system.svc").unwrap();
+}
+
+#[tokio::test]
+async fn replicas_racing_on_a_fresh_install_serve_one_certificate() {
+    let fake = FakeApi::start().await;
+    fake.apply(configuration(None));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (client_a, client_b) = (client(&fake, a.path()).await, client(&fake, b.path()).await);
+    let (first, second) = tokio::join!(
+        start(client_a, CertSource::Generated(settings(a.path()))),
+        start(client_b, CertSource::Generated(settings(b.path()))),
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let stored = secret_text(&stored_secret(&fake), "tls.crt");
+    for files in [first, second] {
+        assert_eq!(
+            std::fs::read_to_string(files.join("tls.crt")).unwrap(),
+            stored
+        );
+    }
+    assert_eq!(
+        ca_bundles(&fake),
+        vec![Some(secret_text(&stored_secret(&fake), "ca.crt"))]
+    );
+}
+
+#[tokio::test]
+async fn garbage_in_the_secret_is_replaced_and_its_type_kept() {
+    let fake = FakeApi::start().await;
+    fake.apply(configuration(None));
+    fake.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET, "namespace": NAMESPACE, "labels": {"team": "platform"}},
+        "type": "Opaque",
+        "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU=", "other": "a2VwdA=="},
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let files = start(
+        client(&fake, dir.path()).await,
+        CertSource::Generated(settings(dir.path())),
+    )
+    .await
+    .unwrap();
+    let secret = stored_secret(&fake);
+    // The type of a Secret cannot change; the user's other keys and labels stay.
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["metadata"]["labels"]["team"], "platform");
+    assert_eq!(secret_text(&secret, "other"), "kept");
+    client_verifies(&files, "agentmesh-controller.agentmesh-system.svc").unwrap();
+}
+
+/// The controller binary, started as the chart starts it (the certificate flags of
+/// `agentmesh.webhookArgs`), against the fake.
+fn serve_args(fake: &FakeApi, dir: &Path, xds_port: u16, certificate: &[String]) -> Vec<String> {
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+    let mut args = vec![
+        "serve".to_string(),
+        "--kubernetes".into(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--xds-addr=127.0.0.1:{xds_port}"),
+        format!("--leader-election-namespace={NAMESPACE}"),
+        format!("--webhook-namespace={NAMESPACE}"),
+    ];
+    args.extend_from_slice(certificate);
+    args
+}
+
+#[tokio::test]
+async fn serve_with_the_charts_flags_keeps_the_certificate_before_it_serves() {
+    let fake = FakeApi::start().await;
+    fake.apply(configuration(None));
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("webhook");
+    let port = support::free_port();
+    let args = serve_args(
+        &fake,
+        dir.path(),
+        port,
+        &[
+            format!("--webhook-cert-secret={SECRET}"),
+            format!("--webhook-configuration={CONFIGURATION}"),
+            format!("--webhook-service={SERVICE}"),
+            format!("--webhook-generated-cert-dir={}", files.display()),
+        ],
+    );
+    let _controller = support::Process::start(
+        Path::new(env!("CARGO_BIN_EXE_agentmesh-controller")),
+        &args,
+        dir.path().join("controller.log"),
+    );
+    support::eventually(
+        "the controller listens",
+        Duration::from_secs(30),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+                .then_some(())
+        },
+    )
+    .await;
+    // By the time xDS listens, the certificate is in place.
+    let secret = stored_secret(&fake);
+    assert_eq!(
+        ca_bundles(&fake),
+        vec![Some(secret_text(&secret, "ca.crt"))]
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("tls.crt")).unwrap(),
+        secret_text(&secret, "tls.crt")
+    );
+    client_verifies(&files, "agentmesh-controller.agentmesh-system.svc").unwrap();
+}
+
+#[test]
+fn serve_refuses_certificate_files_that_are_not_there_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    // Building the client needs no connection, and the files are refused before the
+    // first request: nothing is ever sent to this address.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:9'}\n\
+         users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\n\
+         current-context: c\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentmesh-controller"))
+        .args([
+            "serve".to_string(),
+            "--kubernetes".into(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--xds-addr=127.0.0.1:0".into(),
+            format!("--webhook-cert-dir={}", dir.path().join("absent").display()),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("webhook certificate") && stderr.contains("absent/tls.crt"),
+        "{stderr}"
+    );
+}
