@@ -17,8 +17,15 @@ pub fn normalize_path(path: &str) -> Option<String> {
             .iter()
             .any(|d| seg.eq_ignore_ascii_case(d))
     };
+    // Every dot segment starts with `.` or `%`, at the start of the path or after a `/`:
+    // one pass over the bytes rules out almost every path before segments are compared.
+    let bytes = path.as_bytes();
+    let may_have_dot_segment = matches!(bytes.first(), Some(b'.' | b'%'))
+        || bytes
+            .windows(2)
+            .any(|pair| pair[0] == b'/' && matches!(pair[1], b'.' | b'%'));
     // Checked without allocating: almost every path has no dot segment.
-    if !path.split('/').any(|s| is_dot(s) || is_dotdot(s)) {
+    if !may_have_dot_segment || !path.split('/').any(|s| is_dot(s) || is_dotdot(s)) {
         return None;
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -210,7 +217,10 @@ mod tests {
         assert_eq!(normalize_path("/a/b/..").as_deref(), Some("/a/"));
         assert_eq!(normalize_path("/a/.").as_deref(), Some("/a/"));
         assert_eq!(normalize_path("/a/b.c/..d"), None);
+        assert_eq!(normalize_path("/a/%41/.x/1k.txt"), None);
         assert_eq!(normalize_path("/"), None);
+        assert_eq!(normalize_path("").as_deref(), None);
+        assert_eq!(normalize_path("%2E%2E/a").as_deref(), Some("/a"));
         let uri: Uri = "/x/../y?q=1".parse().unwrap();
         assert_eq!(normalize_uri(&uri).unwrap().to_string(), "/y?q=1");
     }

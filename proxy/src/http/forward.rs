@@ -72,6 +72,8 @@ pub struct Outbound {
 }
 
 const HOP_BY_HOP_COUNT: usize = 7;
+// `strip_hop_by_hop` marks the ones it finds in the bits of a `u8`.
+const _: () = assert!(HOP_BY_HOP_COUNT <= 8);
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1); the first
 /// is `Connection`.
 static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
@@ -124,7 +126,8 @@ fn is_upgrade_or_hop_by_hop(token: &str) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names finds which hop-by-hop headers are there (most messages
     // carry none, or only `Connection: keep-alive`), so only those are looked up again.
-    let mut present = [false; HOP_BY_HOP_COUNT];
+    // Bit `i` stands for `HOP_BY_HOP[i]`.
+    let mut present: u8 = 0;
     let mut has_upgrade = false;
     for name in headers.keys() {
         let name = name.as_str().as_bytes();
@@ -132,7 +135,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             continue;
         }
         match hop_by_hop_index(name) {
-            Some(i) => present[i] = true,
+            Some(i) => present |= 1 << i,
             None if name == b"upgrade" => has_upgrade = true,
             None => {}
         }
@@ -140,7 +143,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Index 0 is `Connection`: it is removed in the same lookup that reads its values,
     // and the headers it names go too.
     let mut named: Vec<HeaderName> = Vec::new();
-    if present[0]
+    if present & 1 != 0
         && let header::Entry::Occupied(connection) = headers.entry(header::CONNECTION)
     {
         let (_, values) = connection.remove_entry_mult();
@@ -163,8 +166,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).skip(1).filter(|(_, p)| *p) {
-        headers.remove(name);
+    let mut others = present & !1;
+    while others != 0 {
+        headers.remove(&HOP_BY_HOP[others.trailing_zeros() as usize]);
+        // The lowest bit, just removed.
+        others &= others - 1;
     }
     for name in &named {
         headers.remove(name);

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
@@ -27,7 +28,7 @@ use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
 use crate::http::filters;
 use crate::http::forward::{self, Head, Outbound, OutboundBody};
-use crate::http::limit::LimitedBody;
+use crate::http::limit::{Exceeded, LimitedBody};
 use crate::http::route::{RequestView, request_host};
 use crate::http::upstream::UpstreamError;
 use crate::telemetry::metrics::{Metrics, RequestLabels, RequestSeriesCache};
@@ -302,30 +303,43 @@ impl HttpService {
             headers: parts.headers,
         };
 
-        let (limited, exceeded) = LimitedBody::new(incoming, max_body);
-        // A mirror sends its copy alongside the first attempt, so it needs the body read
-        // first (small, known-length bodies only). Retries replay without reading first.
         let replay_limit = config.settings.max_replay_body_bytes as u64;
-        let outbound = if policies.mirror.is_some()
-            && limited
-                .size_hint()
-                .upper()
-                .is_some_and(|n| n <= replay_limit)
-        {
-            match limited.collect().await {
-                Ok(collected) => OutboundBody::Replayable(collected.to_bytes()),
-                Err(e) if exceeded.get() => {
-                    tracing::debug!(error = %e, "request body over the limit");
-                    return Err(ProxyError::BodyTooLarge { limit: max_body });
-                }
-                Err(e) => {
-                    return Err(ProxyError::BadRequest(format!(
-                        "reading the request body failed: {e}"
-                    )));
-                }
-            }
+        let (outbound, exceeded) = if incoming.is_end_stream() {
+            // Already over (most GETs): nothing to read or limit, so no wrapper and no
+            // flag; a mirror gets the same empty body as after reading it.
+            let empty = if policies.mirror.is_some() {
+                OutboundBody::Replayable(Bytes::new())
+            } else {
+                OutboundBody::Streaming(body::empty())
+            };
+            (empty, None)
         } else {
-            OutboundBody::Streaming(body::boxed(limited))
+            let (limited, exceeded) = LimitedBody::new(incoming, max_body);
+            // A mirror sends its copy alongside the first attempt, so it needs the body
+            // read first (small, known-length bodies only). Retries replay without reading
+            // first.
+            let outbound = if policies.mirror.is_some()
+                && limited
+                    .size_hint()
+                    .upper()
+                    .is_some_and(|n| n <= replay_limit)
+            {
+                match limited.collect().await {
+                    Ok(collected) => OutboundBody::Replayable(collected.to_bytes()),
+                    Err(e) if exceeded.get() => {
+                        tracing::debug!(error = %e, "request body over the limit");
+                        return Err(ProxyError::BodyTooLarge { limit: max_body });
+                    }
+                    Err(e) => {
+                        return Err(ProxyError::BadRequest(format!(
+                            "reading the request body failed: {e}"
+                        )));
+                    }
+                }
+            } else {
+                OutboundBody::Streaming(body::boxed(limited))
+            };
+            (outbound, Some(exceeded))
         };
 
         let request_timeout = policies.timeouts.and_then(|t| t.request);
@@ -342,8 +356,9 @@ impl HttpService {
                 .map_err(|_| ProxyError::RequestTimeout(limit))?,
             None => call.await,
         };
+        let over_limit = exceeded.as_ref().is_some_and(Exceeded::get);
         let mut resp = match result {
-            Err(_) if exceeded.get() => return Err(ProxyError::BodyTooLarge { limit: max_body }),
+            Err(_) if over_limit => return Err(ProxyError::BodyTooLarge { limit: max_body }),
             other => other?,
         };
         finish_response(&policies, tags.origin.as_ref(), &mut resp);

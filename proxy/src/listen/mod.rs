@@ -6,6 +6,8 @@
 //! transparent capture) can call too. Nothing here looks inside requests.
 
 pub mod capture;
+mod drain_watch;
+mod head_timer;
 mod stream;
 pub mod tls;
 
@@ -23,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use self::drain_watch::serve_until_drained;
+use self::head_timer::HeadReadTimer;
 use crate::config::Store;
 use crate::config::ir::{Bind, Config, Settings};
 use crate::http::service::{ConnContext, HttpService};
@@ -513,7 +517,7 @@ pub async fn serve_connection<IO, S>(
     ctx: &ConnContext,
     settings: Settings,
     metrics: &Metrics,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
@@ -521,7 +525,8 @@ pub async fn serve_connection<IO, S>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // The connection's own timer: the head read timeout restarts with every request.
+        .timer(HeadReadTimer::default())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(settings.max_request_header_bytes.max(8192));
     builder
@@ -534,13 +539,7 @@ pub async fn serve_connection<IO, S>(
         conn.as_mut().graceful_shutdown();
         conn.await
     } else {
-        tokio::select! {
-            r = conn.as_mut() => r,
-            _ = drain.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        serve_until_drained(conn, drain, |conn| conn.graceful_shutdown()).await
     };
     if let Err(e) = result {
         let reason = classify_connection_error(&*e);

@@ -11,11 +11,12 @@
 //! A sender goes back to the list as soon as the response head has arrived, while its
 //! response body may still be streaming; [`take`](ConnPool::take) skips senders whose
 //! connection is still busy and drops those whose connection has closed. Idle
-//! connections are closed after [`POOL_IDLE_TIMEOUT`] by a small
-//! task that runs only while some are kept.
+//! connections are closed after [`POOL_IDLE_TIMEOUT`] by a small task that runs only
+//! while some are kept: it looks at the list a few times per timeout and counts how many
+//! looks in a row found each connection idle, so parking one reads no clock.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -56,8 +57,8 @@ pub(super) enum CheckoutError {
 /// An HTTP/1.1 sender between requests.
 struct Parked {
     sender: http1::SendRequest<Body>,
-    /// When it was parked or last seen busy: idle since at least then.
-    since: Instant,
+    /// How many of the reaper's looks in a row found it idle since it was parked.
+    idle_looks: u32,
 }
 
 struct State {
@@ -207,7 +208,7 @@ impl ConnPool {
         }
         state.http1.push(Parked {
             sender,
-            since: Instant::now(),
+            idle_looks: 0,
         });
         if !state.reaping {
             state.reaping = true;
@@ -228,16 +229,22 @@ impl ConnPool {
     }
 }
 
-/// Closes connections idle for longer than `idle_timeout`, checking a few times per
+/// How many times per idle timeout the reaper looks at the pool.
+const REAP_LOOKS_PER_TIMEOUT: u32 = 4;
+
+/// Closes connections idle for longer than `idle_timeout`, looking a few times per
 /// timeout; stops when the pool is gone or keeps no HTTP/1.1 connection.
+///
+/// A connection is closed at the look that finds it idle for the
+/// `REAP_LOOKS_PER_TIMEOUT + 1`th time in a row: it went idle before the first of those
+/// looks, so it has been idle for at least `idle_timeout` (and less than a period more).
 async fn reap(pool: Weak<ConnPool>, idle_timeout: Duration) {
-    let period = idle_timeout / 4;
+    let period = idle_timeout / REAP_LOOKS_PER_TIMEOUT;
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        let now = Instant::now();
         let mut state = pool.state();
         state.http1.retain_mut(|parked| {
             if parked.sender.is_closed() {
@@ -245,10 +252,11 @@ async fn reap(pool: Weak<ConnPool>, idle_timeout: Duration) {
             }
             if !parked.sender.is_ready() {
                 // Busy: its idle time starts when it is done.
-                parked.since = now;
+                parked.idle_looks = 0;
                 return true;
             }
-            now.duration_since(parked.since) < idle_timeout
+            parked.idle_looks += 1;
+            parked.idle_looks <= REAP_LOOKS_PER_TIMEOUT
         });
         if state.http1.is_empty() {
             state.reaping = false;
