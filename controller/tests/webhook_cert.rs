@@ -7,9 +7,10 @@
 //! on our machines (see ../shared/TESTING.md). It speaks the wire protocol the keeper
 //! uses (get, create with 409 AlreadyExists, replace with 409 Conflict on a stale
 //! resourceVersion, JSON patch with 422 on a failed test, list + watch) with real JSON.
-//! The HTTPS server arrives with the injector, so the files are verified with rustls's
-//! own certificate verifier, as a client of that server would verify them. The last
-//! tests start the controller binary with the chart's certificate flags.
+//! The files are verified with rustls's own certificate verifier, as a client of the
+//! webhook would verify them. The last tests start the controller binary with the
+//! chart's flags: its webhook, called over HTTPS by curl trusting only the caBundle,
+//! injects a pod.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/fake_api.rs"]
@@ -435,5 +436,164 @@ fn serve_refuses_certificate_files_that_are_not_there_naming_the_file() {
     assert!(
         stderr.contains("webhook certificate") && stderr.contains("absent/tls.crt"),
         "{stderr}"
+    );
+}
+
+/// An AdmissionReview for a Pod CREATE in `agents` with `labels`.
+fn pod_review(uid: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "agents",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "research-agent", "namespace": "agents", "labels": labels},
+                "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}]}
+            }
+        }
+    })
+}
+
+/// `curl` as the API server calls the webhook: HTTPS to the Service's name (resolved to
+/// loopback), trusting only the CA of the webhook configuration's caBundle.
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is missing: run scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The controller started as the chart starts it serves the injection webhook with the
+/// certificate it generated: the API server (here curl, trusting only the caBundle the
+/// controller patched in) gets a JSONPatch that injects the chart's images, a skip with
+/// its reason, and `/metrics` counts both.
+#[tokio::test]
+async fn serve_with_the_charts_flags_serves_the_injection_webhook() {
+    let fake = FakeApi::start().await;
+    fake.apply(configuration(None));
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("webhook");
+    let (port, webhook_port, metrics_port) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let args = serve_args(
+        &fake,
+        dir.path(),
+        port,
+        &[
+            format!("--webhook-cert-secret={SECRET}"),
+            format!("--webhook-configuration={CONFIGURATION}"),
+            format!("--webhook-service={SERVICE}"),
+            format!("--webhook-generated-cert-dir={}", files.display()),
+            format!("--webhook-addr=127.0.0.1:{webhook_port}"),
+            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+            "--proxy-image=registry.example/agentmesh-proxy:t1".into(),
+            "--init-image=registry.example/agentmesh-init:t1".into(),
+            "--sidecar-xds-address=http://agentmesh-controller.agentmesh-system.svc:16010".into(),
+        ],
+    );
+    let _controller = support::Process::start(
+        Path::new(env!("CARGO_BIN_EXE_agentmesh-controller")),
+        &args,
+        dir.path().join("controller.log"),
+    );
+    support::eventually(
+        "the controller listens",
+        Duration::from_secs(30),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+                .then_some(())
+        },
+    )
+    .await;
+    // What the API server trusts: the caBundle the controller wrote.
+    let ca_bundle = ca_bundles(&fake)[0].clone().expect("caBundle set");
+    let ca_file = dir.path().join("ca-bundle.pem");
+    std::fs::write(&ca_file, &ca_bundle).unwrap();
+    let host = format!("{SERVICE}.{NAMESPACE}.svc");
+    let resolve = format!("{host}:{webhook_port}:127.0.0.1");
+    let url = format!("https://{host}:{webhook_port}/inject");
+    let review = |body: &Value| -> Value {
+        let answer = curl(&[
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body.to_string(),
+            &url,
+        ]);
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    };
+
+    let answer = review(&pod_review("uid-1", json!({"app": "agent"})));
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "uid-1");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        response["patch"].as_str().unwrap(),
+    )
+    .unwrap();
+    let patch: Value = serde_json::from_slice(&patch).unwrap();
+    let text = patch.to_string();
+    for expected in [
+        "registry.example/agentmesh-proxy:t1",
+        "registry.example/agentmesh-init:t1",
+        "http://agentmesh-controller.agentmesh-system.svc:16010",
+        "agentmesh.dev/status",
+    ] {
+        assert!(
+            text.contains(expected),
+            "the patch lacks {expected}: {text}"
+        );
+    }
+
+    let answer = review(&pod_review(
+        "uid-2",
+        json!({"app": "agent", "agentmesh.dev/inject": "disabled"}),
+    ));
+    let response = &answer["response"];
+    assert_eq!(
+        (response["uid"].clone(), response["allowed"].clone()),
+        (json!("uid-2"), json!(true))
+    );
+    assert!(response.get("patch").is_none(), "{response}");
+    assert!(
+        response["warnings"]
+            .to_string()
+            .contains("agentmesh.dev/inject"),
+        "{response}"
+    );
+
+    let metrics = curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    assert!(
+        metrics.contains("agentmesh_injector_injected_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"agentmesh_injector_skipped_total{reason="opted_out"} 1"#),
+        "{metrics}"
     );
 }

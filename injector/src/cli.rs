@@ -23,7 +23,7 @@ pub struct SettingsArgs {
     /// The controller's xDS address as sidecars dial it, with its scheme; overrides the
     /// one derived from `--controller-namespace`.
     #[arg(long, env = "AGENTMESH_INJECT_XDS_ADDRESS", value_name = "URL")]
-    pub xds_address: Option<String>,
+    pub sidecar_xds_address: Option<String>,
     /// Image of the injected sidecar; defaults to
     /// `ghcr.io/agentmesh/agentmesh-proxy:<this version>`.
     #[arg(long, env = "AGENTMESH_INJECT_PROXY_IMAGE", value_name = "IMAGE")]
@@ -124,7 +124,7 @@ impl SettingsArgs {
     /// token (the audience the controller checks tokens for).
     pub fn to_settings(&self, token_audience: &str) -> Settings {
         let mut settings = Settings::for_controller_namespace(&self.controller_namespace);
-        if let Some(address) = &self.xds_address {
+        if let Some(address) = &self.sidecar_xds_address {
             settings.xds_address.clone_from(address);
         } else {
             settings.xds_address = xds_address(&self.controller_namespace);

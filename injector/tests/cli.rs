@@ -180,7 +180,7 @@ fn help_documents_every_flag() {
                 );
             }
         }
-        for flag in ["--proxy-image", "--native-sidecar", "--xds-address"] {
+        for flag in ["--proxy-image", "--native-sidecar", "--sidecar-xds-address"] {
             assert!(help.contains(flag), "{sub} --help lacks {flag}");
         }
     }

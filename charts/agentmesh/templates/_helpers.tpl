@@ -75,4 +75,6 @@ land, change them here and only here.
 - --init-image={{ include "agentmesh.image" (dict "root" . "image" .Values.init.image "name" "agentmesh-init") }}
 - --image-pull-policy={{ .Values.image.pullPolicy }}
 - --native-sidecar={{ .Values.injection.nativeSidecar }}
+- --sidecar-xds-address={{ include "agentmesh.xdsAddress" . }}
+- --metrics-addr=0.0.0.0:{{ .Values.controller.metricsPort }}
 {{- end }}

@@ -27,19 +27,6 @@ use serde_json::{Value, json};
 
 use helm::{Rendered, chart_dir, helm, parse_yaml_stream, render, try_render, validate};
 
-/// Controller flags the chart passes that the controller does not accept yet: they
-/// arrive with the injector crate (issue 6), and `agentmesh.webhookArgs` in
-/// `charts/agentmesh/templates/_helpers.tpl` is the one place that names them. Once the
-/// controller accepts a flag, [`controller_flags_in_the_chart_are_flags_the_controller_accepts`]
-/// fails until it is removed from here; a flag renamed by the injector is renamed in
-/// `_helpers.tpl`.
-const PENDING_FLAGS: &[&str] = &[
-    "--webhook-addr",
-    "--proxy-image",
-    "--init-image",
-    "--image-pull-policy",
-    "--native-sidecar",
-];
 /// Every documented option of values.yaml, as `--set` arguments, with its name.
 const OPTIONS: &[(&str, &[&str])] = &[
     ("default values", &[]),
@@ -377,8 +364,7 @@ fn one_replica_renders_without_a_disruption_budget_when_asked() {
 }
 
 /// Every `--flag` the chart passes to `agentmesh-controller` is one it accepts, with a
-/// value it accepts, except the [`PENDING_FLAGS`], and those are not accepted yet (else
-/// the list is stale).
+/// value it accepts.
 #[test]
 fn controller_flags_in_the_chart_are_flags_the_controller_accepts() {
     let out = Command::new(env!("CARGO_BIN_EXE_agentmesh-controller"))
@@ -391,22 +377,12 @@ fn controller_flags_in_the_chart_are_flags_the_controller_accepts() {
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
         .filter(|w| w.starts_with("--") && w.len() > 2)
         .collect();
-    for pending in PENDING_FLAGS {
-        assert!(
-            !known.contains(pending),
-            "the controller accepts {pending} now: remove it from PENDING_FLAGS in {}",
-            file!()
-        );
-    }
     let no_cluster = tempfile::tempdir().unwrap();
     for (option, sets) in OPTIONS {
         let rendered = render(sets);
         let mut accepted = Vec::new();
         for arg in rendered.args() {
             let flag = arg.split_once('=').map_or(arg, |(f, _)| f);
-            if PENDING_FLAGS.contains(&flag) {
-                continue;
-            }
             assert!(
                 !flag.starts_with("--") || known.contains(flag),
                 "{option}: the chart passes {flag}, which `agentmesh-controller serve` does not accept"
