@@ -361,40 +361,37 @@ fn serve_args(fake: &FakeApi, dir: &Path, xds_port: u16, certificate: &[String])
     args
 }
 
+/// The controller serving with the chart's generated-certificate flags (files in
+/// `dir/webhook`) plus `extra`, once its xDS server listens.
+async fn serve_as_the_chart_does(fake: &FakeApi, dir: &Path, extra: &[String]) -> support::Process {
+    let port = support::free_port();
+    let mut flags = vec![
+        format!("--webhook-cert-secret={SECRET}"),
+        format!("--webhook-configuration={CONFIGURATION}"),
+        format!("--webhook-service={SERVICE}"),
+        format!(
+            "--webhook-generated-cert-dir={}",
+            dir.join("webhook").display()
+        ),
+    ];
+    flags.extend_from_slice(extra);
+    let args = serve_args(fake, dir, port, &flags);
+    support::start_serving(
+        &args,
+        port,
+        dir.join("controller.log"),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn serve_with_the_charts_flags_keeps_the_certificate_before_it_serves() {
     let fake = FakeApi::start().await;
     fake.apply(configuration(None));
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("webhook");
-    let port = support::free_port();
-    let args = serve_args(
-        &fake,
-        dir.path(),
-        port,
-        &[
-            format!("--webhook-cert-secret={SECRET}"),
-            format!("--webhook-configuration={CONFIGURATION}"),
-            format!("--webhook-service={SERVICE}"),
-            format!("--webhook-generated-cert-dir={}", files.display()),
-        ],
-    );
-    let _controller = support::Process::start(
-        Path::new(env!("CARGO_BIN_EXE_agentmesh-controller")),
-        &args,
-        dir.path().join("controller.log"),
-    );
-    support::eventually(
-        "the controller listens",
-        Duration::from_secs(30),
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-                .then_some(())
-        },
-    )
-    .await;
+    let _controller = serve_as_the_chart_does(&fake, dir.path(), &[]).await;
     // By the time xDS listens, the certificate is in place.
     let secret = stored_secret(&fake);
     assert_eq!(
@@ -486,42 +483,17 @@ async fn serve_with_the_charts_flags_serves_the_injection_webhook() {
     let fake = FakeApi::start().await;
     fake.apply(configuration(None));
     let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("webhook");
-    let (port, webhook_port, metrics_port) = (
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
-    );
-    let args = serve_args(
+    let (webhook_port, metrics_port) = (support::free_port(), support::free_port());
+    let _controller = serve_as_the_chart_does(
         &fake,
         dir.path(),
-        port,
         &[
-            format!("--webhook-cert-secret={SECRET}"),
-            format!("--webhook-configuration={CONFIGURATION}"),
-            format!("--webhook-service={SERVICE}"),
-            format!("--webhook-generated-cert-dir={}", files.display()),
             format!("--webhook-addr=127.0.0.1:{webhook_port}"),
             format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             "--proxy-image=registry.example/agentmesh-proxy:t1".into(),
             "--init-image=registry.example/agentmesh-init:t1".into(),
             "--sidecar-xds-address=http://agentmesh-controller.agentmesh-system.svc:16010".into(),
         ],
-    );
-    let _controller = support::Process::start(
-        Path::new(env!("CARGO_BIN_EXE_agentmesh-controller")),
-        &args,
-        dir.path().join("controller.log"),
-    );
-    support::eventually(
-        "the controller listens",
-        Duration::from_secs(30),
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-                .then_some(())
-        },
     )
     .await;
     // What the API server trusts: the caBundle the controller wrote.

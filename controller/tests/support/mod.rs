@@ -106,21 +106,23 @@ pub async fn start_controller(folder: &Path, port: u16, log: PathBuf) -> Process
         "--xds-addr".into(),
         format!("127.0.0.1:{port}"),
     ];
+    start_serving(&args, port, log, Duration::from_secs(10)).await
+}
+
+/// Starts `agentmesh-controller` with `args` (a `serve` whose xDS server is on `port`);
+/// waits up to `bound` until it listens there.
+pub async fn start_serving(args: &[String], port: u16, log: PathBuf, bound: Duration) -> Process {
     let p = Process::start(
         Path::new(env!("CARGO_BIN_EXE_agentmesh-controller")),
-        &args,
+        args,
         log,
     );
-    eventually(
-        "the controller listens",
-        Duration::from_secs(10),
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-                .then_some(())
-        },
-    )
+    eventually("the controller listens", bound, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+            .then_some(())
+    })
     .await;
     p
 }
