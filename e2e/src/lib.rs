@@ -5,7 +5,8 @@
 //! benchmarking range 2001:2::/48, and no route out. Pod names resolve in every pod
 //! through `/etc/netns/<ns>/hosts`, which `ip netns exec` mounts over `/etc/hosts`.
 //! Processes run inside a pod as any UID (`setpriv`), so iptables owner matches see
-//! exactly what they would in Kubernetes.
+//! exactly what they would in Kubernetes. [`kubelet`] runs a Pod manifest in a pod the
+//! way Kubernetes does (init containers, native sidecars, probes, volumes).
 //!
 //! Everything is removed on drop. The harness needs root and iproute2; it fails with a
 //! message saying what is missing rather than skipping.
@@ -13,10 +14,11 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod kubelet;
 pub mod sidecar;
 
 /// A harness failure, with the command and what it printed.
@@ -221,6 +223,10 @@ impl Cluster {
         let switch = Netns::create(&format!("{id}-sw"))?;
         switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
         switch.exec(&["ip", "link", "set", "br0", "up"])?;
+        // The node's own address on the bridge (pods count from .2): what a kubelet's
+        // probes come from.
+        let node_ip = Ipv4Addr::new(198, 18, subnet_of(&id), 1);
+        switch.exec(&["ip", "addr", "add", &format!("{node_ip}/24"), "dev", "br0"])?;
         Ok(Cluster {
             id,
             switch,
@@ -233,7 +239,7 @@ impl Cluster {
     /// where n is derived from the cluster id and k counts pods.
     pub fn add_pod(&mut self, name: &str) -> Result<&Pod> {
         let index = self.pods.len() as u8 + 2;
-        let subnet = u8::from_str_radix(&self.id[self.id.len() - 2..], 16).unwrap_or(1);
+        let subnet = subnet_of(&self.id);
         let ns = Netns::create(&format!("{}-{}", self.id, index))?;
         let host_end = format!("{}h{index}", self.id);
         let pod_end = format!("{}p{index}", self.id);
@@ -279,6 +285,18 @@ impl Cluster {
             .unwrap_or_else(|| unreachable!("just pushed")))
     }
 
+    /// The node's address on the bridge: where a kubelet's probes come from, and what
+    /// `status.hostIP` says.
+    pub fn node_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, subnet_of(&self.id), 1)
+    }
+
+    /// A command that runs `argv` as root on the node: in the switch namespace, which
+    /// reaches every pod's address, as a kubelet's probes do.
+    pub fn node_command(&self, argv: &[&str]) -> Command {
+        self.switch.command(argv)
+    }
+
     /// Finds a pod by name.
     pub fn pod(&self, name: &str) -> &Pod {
         self.pods
@@ -319,6 +337,11 @@ impl Cluster {
             .push((name.to_string(), addr));
         self.write_hosts()
     }
+}
+
+/// The third octet of a cluster's IPv4 addresses, from its id.
+fn subnet_of(id: &str) -> u8 {
+    u8::from_str_radix(&id[id.len() - 2..], 16).unwrap_or(1)
 }
 
 /// A background process, killed (with its process group) on drop.
@@ -373,6 +396,30 @@ impl Daemon {
     /// Name given at spawn.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Waits (at most `limit`) for the process to exit; `None` while it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_for(limit, || self.child.try_wait().ok().flatten())
+    }
+
+    /// Stops the process as a container runtime does: SIGTERM, then SIGKILL when it has
+    /// not exited after `grace`. Returns its exit status.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if let Some(status) = self.wait_exit(grace) {
+            return Some(status);
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
     }
 }
 
