@@ -34,25 +34,14 @@ fn pods_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pods")
 }
 
-/// The injected manifest of the plain pod `plain`.
-///
-/// DEVELOPMENT FIXTURE: this reads `tests/pods/<name>.injected.yaml`, which is what
-/// `agentmesh-injector inject -f <plain>` (main at d2a15e4, default settings) prints for
-/// it, byte for byte. Once the injector is in the workspace, the lead replaces this body
-/// by the following, and nothing else in the file changes:
-///
-/// ```ignore
-/// let injector = agentmesh_e2e::binary("agentmesh-injector").unwrap();
-/// let mut cmd = std::process::Command::new(injector);
-/// let out = ok(agentmesh_e2e::run(cmd.arg("inject").arg("-f").arg(plain)));
-/// String::from_utf8(out.stdout).unwrap()
-/// ```
-///
-/// (and deletes the fixture file).
+/// The injected manifest of the plain pod `plain`: what `agentmesh-injector inject -f`
+/// (the webhook's code, default settings) prints for it. No hand-written pod settings:
+/// what runs is what the injector produced.
 fn injected_manifest(plain: &Path) -> String {
-    let fixture = plain.with_extension("injected.yaml");
-    std::fs::read_to_string(&fixture)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", fixture.display()))
+    let injector = ok(agentmesh_e2e::binary("agentmesh-injector"));
+    let mut cmd = std::process::Command::new(injector);
+    let out = ok(agentmesh_e2e::run(cmd.arg("inject").arg("-f").arg(plain)));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The xDS address the injector writes into the sidecar's args by default (the chart's
