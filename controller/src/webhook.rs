@@ -68,13 +68,16 @@ pub async fn start(
     cert_dir: &Path,
     settings: Settings,
 ) -> Result<RunningWebhook, WebhookError> {
-    let tls = TlsSource::dir(cert_dir);
-    // Load once now: a missing or mismatched pair is a start-up error, not a failed
-    // handshake for the API server to report much later.
-    tls.server_config().map_err(|e| WebhookError::Certificate {
-        dir: cert_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    // Loaded once, here: a missing or mismatched pair is a start-up error, not a failed
+    // handshake for the API server to report much later. The server re-reads the files
+    // when they change.
+    let config =
+        TlsSource::dir(cert_dir)
+            .server_config()
+            .map_err(|e| WebhookError::Certificate {
+                dir: cert_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
     let injector = Arc::new(Injector::new(settings));
     let listener = TcpListener::bind(addr)
         .await
@@ -106,7 +109,7 @@ pub async fn start(
         }));
     }
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = webhook::serve(listener, tls, injector).await {
+        if let Err(e) = webhook::serve_with_config(listener, config, injector).await {
             tracing::error!(error = %e, "injection webhook stopped");
         }
     }));

@@ -55,6 +55,30 @@ fn settings(dir: &Path) -> GeneratedCert {
     }
 }
 
+/// The keeper's first pass for `dir` (files in `dir/webhook`), as `serve` starts it.
+async fn keep(fake: &FakeApi, dir: &Path) -> std::path::PathBuf {
+    start(
+        client(fake, dir).await,
+        CertSource::Generated(settings(dir)),
+    )
+    .await
+    .unwrap()
+}
+
+/// A CA and serving certificate issued `ago`, installed as the Secret and the
+/// configuration's caBundle.
+fn installed(fake: &FakeApi, ago: Duration) -> CertificateSet {
+    let held = issue::issue_all(
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now() - ago,
+    )
+    .unwrap();
+    fake.apply(secret_of(&held));
+    fake.apply(configuration(Some(&held.ca_cert)));
+    held
+}
+
 /// The chart's webhook configuration, as `helm install` leaves it: no caBundle.
 fn configuration(ca_bundle: Option<&str>) -> Value {
     let mut client_config = json!({
@@ -206,22 +230,10 @@ async fn a_fresh_install_gets_a_secret_a_ca_bundle_and_files_a_client_verifies()
 #[tokio::test]
 async fn a_valid_secret_is_reused_and_nothing_is_rewritten() {
     let fake = FakeApi::start().await;
-    let held = issue::issue_all(
-        &service_names(SERVICE, NAMESPACE),
-        &Lifetimes::default(),
-        SystemTime::now() - 10 * DAY,
-    )
-    .unwrap();
-    fake.apply(secret_of(&held));
-    fake.apply(configuration(Some(&held.ca_cert)));
+    let held = installed(&fake, 10 * DAY);
     let before = stored_secret(&fake);
     let dir = tempfile::tempdir().unwrap();
-    let files = start(
-        client(&fake, dir.path()).await,
-        CertSource::Generated(settings(dir.path())),
-    )
-    .await
-    .unwrap();
+    let files = keep(&fake, dir.path()).await;
     assert_eq!(stored_secret(&fake), before, "the Secret was rewritten");
     assert!(fake.json_patches().is_empty(), "the caBundle was patched");
     assert_eq!(
@@ -239,12 +251,7 @@ async fn a_ca_bundle_reset_by_an_upgrade_is_set_again() {
     let fake = FakeApi::start().await;
     fake.apply(configuration(None));
     let dir = tempfile::tempdir().unwrap();
-    start(
-        client(&fake, dir.path()).await,
-        CertSource::Generated(settings(dir.path())),
-    )
-    .await
-    .unwrap();
+    keep(&fake, dir.path()).await;
     let ca = secret_text(&stored_secret(&fake), "ca.crt");
     assert_eq!(ca_bundles(&fake), vec![Some(ca.clone())]);
     // `helm upgrade` puts the configuration back as the chart renders it.
@@ -260,21 +267,9 @@ async fn a_ca_bundle_reset_by_an_upgrade_is_set_again() {
 async fn an_expiring_certificate_is_rotated_under_the_same_ca() {
     let fake = FakeApi::start().await;
     // Issued 300 days ago: in the last third of its year.
-    let held = issue::issue_all(
-        &service_names(SERVICE, NAMESPACE),
-        &Lifetimes::default(),
-        SystemTime::now() - 300 * DAY,
-    )
-    .unwrap();
-    fake.apply(secret_of(&held));
-    fake.apply(configuration(Some(&held.ca_cert)));
+    let held = installed(&fake, 300 * DAY);
     let dir = tempfile::tempdir().unwrap();
-    let files = start(
-        client(&fake, dir.path()).await,
-        CertSource::Generated(settings(dir.path())),
-    )
-    .await
-    .unwrap();
+    let files = keep(&fake, dir.path()).await;
     let secret = stored_secret(&fake);
     let cert = secret_text(&secret, "tls.crt");
     assert_ne!(cert, held.cert, "the certificate was not rotated");
@@ -330,12 +325,7 @@ async fn garbage_in_the_secret_is_replaced_and_its_type_kept() {
         "data": {"tls.crt": "bm90IGEgY2VydGlmaWNhdGU=", "other": "a2VwdA=="},
     }));
     let dir = tempfile::tempdir().unwrap();
-    let files = start(
-        client(&fake, dir.path()).await,
-        CertSource::Generated(settings(dir.path())),
-    )
-    .await
-    .unwrap();
+    let files = keep(&fake, dir.path()).await;
     let secret = stored_secret(&fake);
     // The type of a Secret cannot change; the user's other keys and labels stay.
     assert_eq!(secret["type"], "Opaque");

@@ -45,7 +45,17 @@ pub async fn serve(
     tls: TlsSource,
     injector: Arc<Injector>,
 ) -> Result<(), WebhookError> {
-    let acceptor = TlsAcceptor::from(Arc::new(tls.server_config()?));
+    serve_with_config(listener, tls.server_config()?, injector).await
+}
+
+/// [`serve`] with the TLS configuration already built (by [`TlsSource::server_config`]),
+/// for a caller that loads the certificate itself to report a bad one before serving.
+pub async fn serve_with_config(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    injector: Arc<Injector>,
+) -> Result<(), WebhookError> {
+    let acceptor = TlsAcceptor::from(Arc::new(config));
     loop {
         let (stream, peer) = listener.accept().await?;
         let acceptor = acceptor.clone();
