@@ -139,6 +139,37 @@ bench_run_rate() {
   bench_record_h2load_log "$path" "$test" "$secs" "$dir/log" "$raw" "$mode load ($path)"
 }
 
+# bench_signed N: N with its sign (+12, -3).
+bench_signed() { if (($1 >= 0)); then printf '+%d' "$1"; else printf '%d' "$1"; fi; }
+
+# bench_report_fixed_rate UNIT BASELINE PATH...: the part of a report both fixed-rate
+# loads share: how evenly the paced load started its requests, the burst load's
+# percentiles with what each PATH adds to BASELINE, and a note for any load that did
+# not hold BENCH_RATE (UNIT names the rate: req/s, calls/s).
+bench_report_fixed_rate() {
+  local unit=$1 base=$2 p test
+  shift 2
+  echo "${BENCH_RATE}/s is paced (paced-load: one request every 1/${BENCH_RATE} s, round robin over ${BENCH_RATE_CONNS} connections, latency from the due time):"
+  for p in "$base" "$@"; do
+    echo "  $p: ${R[$p.rate.pacing]}"
+  done
+  echo "the same rate in bursts of ${BENCH_RATE_CONNS} (h2load --rps, every connection's timer ticking together):"
+  for p in "$base" "$@"; do
+    printf '  %-11s p50 %6s us  p99 %6s us' "$p" "${R[$p.burst.p50]}" "${R[$p.burst.p99]}"
+    [[ $p == "$base" ]] || printf '   added: p50 %s us, p99 %s us' \
+      "$(bench_signed $((${R[$p.burst.p50]} - ${R[$base.burst.p50]})))" \
+      "$(bench_signed $((${R[$p.burst.p99]} - ${R[$base.burst.p99]})))"
+    echo
+  done
+  for p in "$base" "$@"; do
+    for test in rate burst; do
+      if ((${R[$p.$test.rps]} * 100 < BENCH_RATE * 95)); then
+        echo "note: $p held only ${R[$p.$test.rps]} of $BENCH_RATE $unit in the $test load"
+      fi
+    done
+  done
+}
+
 # bench_record_h2load_log PATH TEST SECONDS LOG RAW WHAT: records PATH's p50, p99,
 # req/s and errors for TEST from h2load's per-request LOG (column 2: status, column 3:
 # microseconds to response), with nearest-rank percentiles; WHAT names the run in the

@@ -318,7 +318,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -------------------------------------------------------------------------------
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
-signed() { if (($1 >= 0)); then printf '+%d' "$1"; else printf '%d' "$1"; fi; }
+signed() { bench_signed "$1"; }
 
 report() {
   echo "agentmesh MCP benchmark  ($START_TIME)"
@@ -350,25 +350,7 @@ report() {
   done
   echo "agentmesh max: ${R[agentmesh.max.rps]} calls/s on one worker thread at ${R[agentmesh.max.cpu_pct]}% of its core" \
     "(${R[agentmesh.max.cpu_us]} us CPU per call: $(awk -v c="${R[agentmesh.max.cpu_us]}" 'BEGIN { printf "%.0f", (c > 0 ? 1e6 / c : 0) }') calls/s per fully used core)"
-  echo "${BENCH_RATE}/s is paced (paced-load: one request every 1/${BENCH_RATE} s, round robin over ${BENCH_RATE_CONNS} connections, latency from the due time):"
-  for p in "${CALL_PATHS[@]}"; do
-    echo "  $p: ${R[$p.rate.pacing]}"
-  done
-  echo "the same rate in bursts of ${BENCH_RATE_CONNS} (h2load --rps, every connection's timer ticking together):"
-  for p in "${CALL_PATHS[@]}"; do
-    printf '  %-10s p50 %6s us  p99 %6s us' "$p" "${R[$p.burst.p50]}" "${R[$p.burst.p99]}"
-    [[ $p == direct ]] || printf '   added: p50 %s us, p99 %s us' \
-      "$(signed $((${R[$p.burst.p50]} - ${R[direct.burst.p50]})))" "$(signed $((${R[$p.burst.p99]} - ${R[direct.burst.p99]})))"
-    echo
-  done
-  for p in "${CALL_PATHS[@]}"; do
-    local test
-    for test in rate burst; do
-      if ((${R[$p.$test.rps]} * 100 < BENCH_RATE * 95)); then
-        echo "note: $p held only ${R[$p.$test.rps]} of $BENCH_RATE calls/s in the $test load"
-      fi
-    done
-  done
+  bench_report_fixed_rate calls/s "${CALL_PATHS[@]}"
   echo
   echo "tools/list, 1 connection ($BENCH_LIST_TARGETS targets of $BENCH_TOOLS tools; target t<k> answers after k*${BENCH_LIST_DELAY_MS} ms)"
   printf '%-22s | %9s %9s | %6s\n' path "p50 us" "p99 us" errors

@@ -90,6 +90,21 @@ am_log "nginx on 127.0.0.1:$NGINX_PORT"
 BENCH_HEADER=x-agentmesh-demo
 BENCH_HEADER_VALUE=bench
 
+# start_haproxy TARGET PORT: haproxy with $WORK/TARGET.cfg, serving on PORT, as TARGET.
+start_haproxy() {
+  local target=$1 port=$2
+  # -db: stay in the foreground so the PID we track is haproxy itself.
+  "${AM_SERVER_WRAP[@]}" haproxy -db -f "$WORK/$target.cfg" >"$WORK/$target.log" 2>&1 &
+  SERVER_PID[$target]=$!
+  am_track "${SERVER_PID[$target]}"
+  if ! am_wait_http "http://127.0.0.1:$port/healthz" 10 "${SERVER_PID[$target]}"; then
+    cat "$WORK/$target.log" >&2
+    am_die "$target did not start on 127.0.0.1:$port"
+  fi
+  URL[$target]="http://127.0.0.1:$port/1k.txt"
+  am_log "$target on 127.0.0.1:$port"
+}
+
 # --- haproxy ----------------------------------------------------------------------------
 if has_target haproxy; then
   am_pick_port HAPROXY_PORT 18091
@@ -113,17 +128,7 @@ frontend bench
 backend nginx
     server nginx 127.0.0.1:$NGINX_PORT
 EOF
-  # -db: stay in the foreground so the PID we track is haproxy itself.
-  "${AM_SERVER_WRAP[@]}" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
-  HAPROXY_PID=$!
-  am_track "$HAPROXY_PID"
-  SERVER_PID[haproxy]=$HAPROXY_PID
-  if ! am_wait_http "http://127.0.0.1:$HAPROXY_PORT/healthz" 10 "$HAPROXY_PID"; then
-    cat "$WORK/haproxy.log" >&2
-    am_die "haproxy did not start on 127.0.0.1:$HAPROXY_PORT"
-  fi
-  URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/1k.txt"
-  am_log "haproxy on 127.0.0.1:$HAPROXY_PORT"
+  start_haproxy haproxy "$HAPROXY_PORT"
 fi
 
 # --- haproxy-tcp: the floor -------------------------------------------------------------
@@ -146,15 +151,7 @@ listen bench
     bind 127.0.0.1:$HAPROXY_TCP_PORT
     server nginx 127.0.0.1:$NGINX_PORT
 EOF
-  "${AM_SERVER_WRAP[@]}" haproxy -db -f "$WORK/haproxy-tcp.cfg" >"$WORK/haproxy-tcp.log" 2>&1 &
-  SERVER_PID[haproxy-tcp]=$!
-  am_track "${SERVER_PID[haproxy-tcp]}"
-  if ! am_wait_http "http://127.0.0.1:$HAPROXY_TCP_PORT/healthz" 10 "${SERVER_PID[haproxy-tcp]}"; then
-    cat "$WORK/haproxy-tcp.log" >&2
-    am_die "haproxy (mode tcp) did not start on 127.0.0.1:$HAPROXY_TCP_PORT"
-  fi
-  URL[haproxy-tcp]="http://127.0.0.1:$HAPROXY_TCP_PORT/1k.txt"
-  am_log "haproxy (mode tcp) on 127.0.0.1:$HAPROXY_TCP_PORT"
+  start_haproxy haproxy-tcp "$HAPROXY_TCP_PORT"
 fi
 
 # --- agentmesh: exec-to-ready trials, then one instance for the load --------------------
@@ -297,24 +294,7 @@ report() {
     done
   fi
   echo
-  echo "${BENCH_RATE}/s is paced (paced-load: one request every 1/${BENCH_RATE} s, round robin over ${BENCH_RATE_CONNS} connections, latency from the due time):"
-  for t in "${TARGETS[@]}"; do
-    echo "  $t: ${R[$t.rate.pacing]}"
-  done
-  echo "the same rate in bursts of ${BENCH_RATE_CONNS} (h2load --rps, every connection's timer ticking together):"
-  for t in "${TARGETS[@]}"; do
-    printf '  %-11s p50 %6s us  p99 %6s us' "$t" "${R[$t.burst.p50]}" "${R[$t.burst.p99]}"
-    [[ $t == direct ]] || printf '   vs direct: p50 %s us, p99 %s us' "$(delta "$t" burst.p50)" "$(delta "$t" burst.p99)"
-    echo
-  done
-  for t in "${TARGETS[@]}"; do
-    local test
-    for test in rate burst; do
-      if ((R[$t.$test.rps] * 100 < BENCH_RATE * 95)); then
-        echo "note: $t held only ${R[$t.$test.rps]} of $BENCH_RATE req/s in the $test load"
-      fi
-    done
-  done
+  bench_report_fixed_rate req/s "${TARGETS[@]}"
   if has_target agentmesh; then
     local min median max trials
     eval "$(sed 's/^STARTUP_MS //; s/\([a-z]*\)=\([0-9.]*\)/\1=\2;/g' <<<"$STARTUP_LINE")"

@@ -210,7 +210,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ----------------------------------------------------------------------------
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
-signed() { if (($1 >= 0)); then printf '+%d' "$1"; else printf '%d' "$1"; fi; }
+signed() { bench_signed "$1"; }
 ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
 
 report() {
@@ -239,27 +239,11 @@ report() {
   added_p50=$((${R[sidecar.rate.p50]} - ${R[direct.rate.p50]}))
   added_p99=$((${R[sidecar.rate.p99]} - ${R[direct.rate.p99]}))
   echo "added by the sidecar (keep-alive, fixed rate, paced):  p50 $(signed "$added_p50") us, p99 $(signed "$added_p99") us"
-  for t in "${TARGETS[@]}"; do
-    echo "  $t pacing: ${R[$t.rate.pacing]}"
-  done
-  echo
-  echo "the same rate in bursts of $BENCH_RATE_CONNS (h2load --rps, every connection's timer ticking together):"
-  for t in "${TARGETS[@]}"; do
-    printf '  %-8s p50 %6s us  p99 %6s us  %6s req/s\n' "$t" "${R[$t.burst.p50]}" "${R[$t.burst.p99]}" "${R[$t.burst.rps]}"
-  done
-  added_p50=$((${R[sidecar.burst.p50]} - ${R[direct.burst.p50]}))
-  added_p99=$((${R[sidecar.burst.p99]} - ${R[direct.burst.p99]}))
-  echo "  added by the sidecar: p50 $(signed "$added_p50") us, p99 $(signed "$added_p99") us"
+  bench_report_fixed_rate req/s "${TARGETS[@]}"
   for t in "${TARGETS[@]}"; do
     if ((R[$t.conns.connect_max] > 100000)); then
       echo "STALL: $t: a connect took $(ms "${R[$t.conns.connect_max]}") ms (over 100 ms)"
     fi
-    local test
-    for test in rate burst; do
-      if ((R[$t.$test.rps] * 100 < BENCH_RATE * 95)); then
-        echo "note: $t held only ${R[$t.$test.rps]} of $BENCH_RATE req/s in the $test load"
-      fi
-    done
   done
   echo
   echo "sidecar process"

@@ -211,6 +211,30 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Creates the subdirectory `name`, readable and traversable by everyone.
+    pub fn readable_dir(&self, name: &str) -> Result<PathBuf> {
+        let path = self.path(name);
+        std::fs::create_dir(&path)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+            .map_err(|source| HarnessError::Spawn {
+                cmd: format!("create {}", path.display()),
+                source,
+                hint: "temp dir not writable",
+            })?;
+        Ok(path)
+    }
+}
+
+/// Writes `text` to `path`, readable by every UID (the pods' processes run as others).
+pub fn write_readable(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+        .map_err(|source| HarnessError::Spawn {
+            cmd: format!("write {}", path.display()),
+            source,
+            hint: "temp dir not writable",
+        })
 }
 
 /// Output of a command as text: stdout, and stderr when it said anything.

@@ -18,7 +18,6 @@
 //! skips) naming what is missing (`scripts/install-test-deps.sh` installs all of it).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,11 +80,6 @@ spec:
     - { name: no-paste-sites, hostnames: [blocked], action: Deny }
 ";
 
-fn write_readable(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
 #[test]
 fn the_injected_pod_runs_with_its_traffic_captured_and_governed() {
     ok(agentmesh_e2e::require_root());
@@ -105,16 +99,14 @@ fn the_injected_pod_runs_with_its_traffic_captured_and_governed() {
     let pod_spec = ok(Kubelet::parse(&manifest));
 
     let scratch = ok(Scratch::new());
-    let folder = scratch.path("resources");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder = ok(scratch.readable_dir("resources"));
     // The folder is the controller's view of the cluster: the pod as the API server
     // holds it (labels included), agentmesh's config and the policy.
-    write_readable(&folder.join("pod.yaml"), &manifest);
-    write_readable(&folder.join("native.yaml"), NATIVE);
-    write_readable(&folder.join("policy.yaml"), POLICY);
+    ok(sidecar::write_readable(&folder.join("pod.yaml"), &manifest));
+    ok(sidecar::write_readable(&folder.join("native.yaml"), NATIVE));
+    ok(sidecar::write_readable(&folder.join("policy.yaml"), POLICY));
     let token = scratch.path("xds-token");
-    write_readable(&token, XDS_TOKEN);
+    ok(sidecar::write_readable(&token, XDS_TOKEN));
 
     let mut cluster = ok(Cluster::new("kpod"));
     for name in ["agent", "cp", "api", "blocked"] {

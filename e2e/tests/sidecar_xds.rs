@@ -11,7 +11,6 @@
 //! naming what is missing (`scripts/install-test-deps.sh` installs all of it).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -60,8 +59,7 @@ sidecar:
 /// Writes `text` as `dir/name` atomically (write, then rename), readable by every UID.
 fn write_atomically(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(sidecar::write_readable(&tmp, text));
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
@@ -78,12 +76,9 @@ fn a_sidecar_takes_its_capture_config_from_the_controller_over_xds() {
         "/usr/bin/python3",
     ]));
     let scratch = ok(Scratch::new());
-    let folder = scratch.path("resources");
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder = ok(scratch.readable_dir("resources"));
     let token = scratch.path("xds-token");
-    std::fs::write(&token, "e2e-sidecar-token\n").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(sidecar::write_readable(&token, "e2e-sidecar-token\n"));
 
     let mut cluster = ok(Cluster::new("sxds"));
     for name in ["agent", "cp", "api", "other"] {
