@@ -15,6 +15,7 @@ pub mod auth;
 pub mod crd;
 pub mod folder;
 pub mod kubernetes;
+pub mod mesh_ca;
 pub mod objects;
 pub mod redact;
 pub mod render;
