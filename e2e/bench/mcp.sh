@@ -31,10 +31,10 @@ BENCH_RATE_CONNS=${BENCH_RATE_CONNS:-10}      # connections sharing the fixed ra
 BENCH_CONNS=${BENCH_CONNS:-32}                # max-throughput connections (one wrk thread)
 BENCH_LIST_TARGETS=${BENCH_LIST_TARGETS:-10}  # targets merged by tools/list
 BENCH_LIST_DELAY_MS=${BENCH_LIST_DELAY_MS:-1} # target k answers tools/list after k * this many ms
-BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-3}   # tools/list load per path (1 connection)
+BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-5}   # tools/list load per path (1 connection)
 BENCH_TOOLS=${BENCH_TOOLS:-20}                # tools per target
 BENCH_SESSIONS=${BENCH_SESSIONS:-10000}       # idle sessions opened for the memory figure
-BENCH_PIN=${BENCH_PIN:-1}                     # 1: load generator + targets on CPU 0, agentmesh on the last CPU
+BENCH_PIN=${BENCH_PIN:-2}                     # 2: load generator on CPU 0, targets + agentmesh on the last; 1: agentmesh alone
                                               # 2: load generator on CPU 0, targets + agentmesh on the last CPU
 
 for var in BENCH_SECONDS BENCH_WARMUP BENCH_RATE BENCH_RATE_CONNS BENCH_CONNS BENCH_LIST_TARGETS \
@@ -60,14 +60,15 @@ mkdir -p "$RAW"
 rm -rf "${RAW:?}"/*
 
 # --- CPU placement --------------------------------------------------------------------
-# agentmesh gets a core of its own (the last) and one worker thread, so its max
-# throughput is a per-core figure; the load generator and the MCP targets share CPU 0
-# (the `direct` max shows that core sustains far more than the gateway's max).
-# BENCH_PIN=2 is the latency layout of run.sh instead: the load generator alone on CPU 0,
-# the targets and agentmesh together on the last CPU, so every path, direct included,
-# crosses from one CPU to the other once each way. With layout 1, direct stays on CPU 0
-# while a path through agentmesh crosses twice each way, and on this VM waking the other
-# (idle) vCPU costs ~100 us (see the http-hop row), which then counts as added latency.
+# BENCH_PIN=2 (the default) is the latency layout of run.sh and sidecar.sh: the load
+# generator alone on CPU 0, the targets and agentmesh together on the last CPU, so every
+# path, direct included, crosses from one CPU to the other once each way.
+# BENCH_PIN=1 gives agentmesh a core of its own (the last) while the load generator and
+# the targets share CPU 0: its max is then a per-core figure with nothing beside it, but
+# direct stays on CPU 0 while a path through agentmesh crosses twice each way, and on
+# this VM waking the other (idle) vCPU costs ~100 us (see the http-hop row), which then
+# counts as added latency. Both layouts run agentmesh with one worker thread, and the
+# per-core throughput is computed from the CPU time it used, so it holds in either.
 NCPU=$(nproc)
 LOAD_WRAP=()
 TARGET_WRAP=()
