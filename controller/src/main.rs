@@ -72,13 +72,18 @@ enum Command {
         /// Where the injection webhook's serving certificate comes from (`--kubernetes`).
         #[command(flatten)]
         webhook_cert: Box<agentmesh_controller::kubernetes::webhook_cert::WebhookCertOptions>,
+        /// The mesh CA's root for intercepted egress TLS, and its publication to
+        /// injected namespaces (`--kubernetes`).
+        #[command(flatten)]
+        mesh_ca: Box<agentmesh_controller::kubernetes::mesh_ca::MeshCaOptions>,
         /// Address of the sidecar injection webhook (HTTPS: `POST /inject` with an
         /// AdmissionReview, `GET /healthz`), served with the certificate of
         /// `--webhook-cert-dir` or `--webhook-cert-secret`. Without it, no webhook.
         #[arg(long, env = "AGENTMESH_WEBHOOK_ADDR", requires = "kubernetes")]
         webhook_addr: Option<SocketAddr>,
         /// Address of the Prometheus endpoint `GET /metrics` (plain HTTP): the webhook's
-        /// injected, skipped (by reason) and denied counters. Needs `--webhook-addr`.
+        /// injected, skipped (by reason) and denied counters, and its certificate's
+        /// expiry, rotations and failures. Needs `--webhook-addr`.
         #[arg(long, env = "AGENTMESH_METRICS_ADDR", requires = "webhook_addr")]
         metrics_addr: Option<SocketAddr>,
         /// What the webhook injects (images, the sidecars' xDS address, resources, the
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
             gateways,
             election,
             webhook_cert,
+            mesh_ca,
             webhook_addr,
             metrics_addr,
             injection,
@@ -209,6 +215,17 @@ fn main() -> ExitCode {
                 None => Source::Kubernetes {
                     kubeconfig,
                     audience: gateways.token_audience.clone(),
+                    mesh_ca: Box::new(MeshCaServing {
+                        // The injector mounts the bundle from this ConfigMap and key; a
+                        // Secret (`--mesh-ca-secret`) is the operator's to publish.
+                        publish: match injection.to_settings(&gateways.token_audience).mesh_ca {
+                            agentmesh_injector::settings::MeshCaSource::ConfigMap { name, key } => {
+                                Some(mesh_ca.publish(&name, &key))
+                            }
+                            agentmesh_injector::settings::MeshCaSource::Secret { .. } => None,
+                        },
+                        options: *mesh_ca,
+                    }),
                     webhook: webhook_addr.map(|addr| {
                         Box::new(WebhookServing {
                             addr,
@@ -284,9 +301,18 @@ enum Source {
         gateways: agentmesh_controller::render::RenderOptions,
         election: agentmesh_controller::kubernetes::leader::ElectionOptions,
         webhook_cert: Box<agentmesh_controller::kubernetes::webhook_cert::WebhookCertOptions>,
+        /// The mesh CA root and its publication.
+        mesh_ca: Box<MeshCaServing>,
         /// The injection webhook to serve, when asked for.
         webhook: Option<Box<WebhookServing>>,
     },
+}
+
+/// The mesh CA `serve --kubernetes` keeps (`--mesh-ca-root-secret`).
+struct MeshCaServing {
+    options: agentmesh_controller::kubernetes::mesh_ca::MeshCaOptions,
+    /// Where its certificate is published, when the injector mounts it from a ConfigMap.
+    publish: Option<agentmesh_controller::kubernetes::mesh_ca::PublishSettings>,
 }
 
 /// The injection webhook `serve --kubernetes` runs (`--webhook-addr`).
@@ -299,6 +325,7 @@ struct WebhookServing {
 async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_controller::BoxError> {
     // Held until the xDS server stops; dropping it stops the webhook.
     let mut _webhook = None;
+    let mut _roots = None;
     let (snapshots, auth) = match source {
         Source::Folder { dir, auth } => (folder::follow(dir)?, auth),
         Source::Kubernetes {
@@ -307,6 +334,7 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
             gateways,
             election,
             webhook_cert,
+            mesh_ca,
             webhook,
         } => {
             use agentmesh_controller::kubernetes;
@@ -314,7 +342,10 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
             // Every replica: the webhook's certificate files exist before anything is
             // served, and are kept current from here on.
             if let Some(source) = webhook_cert.source() {
-                let dir = kubernetes::webhook_cert::start(client.clone(), source).await?;
+                let cert_metrics = kubernetes::webhook_cert::metrics::CertMetrics::default();
+                let dir =
+                    kubernetes::webhook_cert::start(client.clone(), source, cert_metrics.clone())
+                        .await?;
                 tracing::info!(dir = %dir.display(), "webhook certificate ready");
                 if let Some(w) = webhook {
                     _webhook = Some(
@@ -323,11 +354,27 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
                             w.metrics_addr,
                             &dir,
                             w.settings,
+                            &cert_metrics,
                         )
                         .await?,
                     );
                 }
             }
+            // Every replica loads the mesh root (every replica signs); the leader
+            // publishes its certificate (below).
+            let roots = match mesh_ca.options.root() {
+                Some(settings) => Some(kubernetes::mesh_ca::start(client.clone(), settings).await?),
+                None => None,
+            };
+            // Held for the signer, which consumes it.
+            _roots = roots.clone();
+            if roots.is_some() && mesh_ca.publish.is_none() {
+                tracing::info!(
+                    "the injector mounts the mesh CA from a Secret (--mesh-ca-secret): \
+                     the controller does not publish it"
+                );
+            }
+            let publication = roots.zip(mesh_ca.publish);
             tracing::info!("reading objects from the Kubernetes API");
             let source = kubernetes::source::follow(client.clone(), kubernetes::kinds()).await;
             // Only the leader writes: status, and each Gateway's Deployment and Service
@@ -350,7 +397,15 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
                         }
                     },
                 ));
-                vec![status, provision]
+                let mut tasks = vec![status, provision];
+                if let Some((roots, settings)) = &publication {
+                    tasks.push(tokio::spawn(kubernetes::mesh_ca::publish(
+                        writer.clone(),
+                        settings.clone(),
+                        roots.clone(),
+                    )));
+                }
+                tasks
             }));
             let reviewer = kubernetes::token_review::TokenReviewer::new(
                 client,

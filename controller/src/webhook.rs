@@ -1,6 +1,7 @@
 //! The sidecar injection webhook, served by the controller with the `agentmesh-injector`
 //! library (the same code as `agentmesh-injector serve` and `inject -f`), and the
-//! controller's Prometheus endpoint, which carries the webhook's counters.
+//! controller's Prometheus endpoint, which carries the webhook's counters and its
+//! certificate's expiry, rotations and failures.
 //!
 //! The certificate comes from a directory holding `tls.crt` and `tls.key` (mounted from
 //! cert-manager's Secret, or written by [`crate::kubernetes::webhook_cert`]); the
@@ -17,6 +18,8 @@ use agentmesh_injector::tls::TlsSource;
 use agentmesh_injector::{Injector, Settings, metrics, webhook};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use crate::kubernetes::webhook_cert::metrics::CertMetrics;
 
 /// Why the webhook could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +62,15 @@ impl Drop for RunningWebhook {
 }
 
 /// Binds the webhook on `addr` (HTTPS, certificate from `cert_dir`) and, with
-/// `metrics_addr`, the Prometheus endpoint `GET /metrics`, and serves both in the
-/// background. Fails before serving when an address cannot be bound or the certificate
+/// `metrics_addr`, the Prometheus endpoint `GET /metrics` (the injector's counters and
+/// the certificate's `cert_metrics`), and serves both in the background. Fails before serving when an address cannot be bound or the certificate
 /// files cannot be loaded, so a misconfigured controller exits with the reason.
 pub async fn start(
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     cert_dir: &Path,
     settings: Settings,
+    cert_metrics: &CertMetrics,
 ) -> Result<RunningWebhook, WebhookError> {
     // Loaded once, here: a missing or mismatched pair is a start-up error, not a failed
     // handshake for the API server to report much later. The server re-reads the files
@@ -92,6 +96,7 @@ pub async fn start(
     if let Some(metrics_addr) = metrics_addr {
         let mut registry = Registry::default();
         injector.metrics().register(&mut registry);
+        cert_metrics.register(&mut registry);
         let listener =
             TcpListener::bind(metrics_addr)
                 .await

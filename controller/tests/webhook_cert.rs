@@ -1,7 +1,8 @@
 //! The webhook certificate keeper against an API server: the Secret created, reused or
 //! rotated, the webhook configuration's `caBundle` set (and set again after an upgrade
-//! resets it), and the files a rustls client trusting `ca.crt` verifies for the
-//! Service's name.
+//! resets it; holding the previous CA next to a replacement for the overlap), the files
+//! a rustls client trusting `ca.crt` verifies for the Service's name, and the
+//! certificate's metrics on the controller's `/metrics`, linted by `promtool`.
 //!
 //! The API server is our own double (`support/fake_api.rs`): no real API server can run
 //! on our machines (see ../shared/TESTING.md). It speaks the wire protocol the keeper
@@ -25,7 +26,8 @@ use agentmesh_controller::kubernetes;
 use agentmesh_controller::kubernetes::webhook_cert::issue::{
     self, CertificateSet, Lifetimes, service_names,
 };
-use agentmesh_controller::kubernetes::webhook_cert::{CertSource, GeneratedCert, start};
+use agentmesh_controller::kubernetes::webhook_cert::metrics::CertMetrics;
+use agentmesh_controller::kubernetes::webhook_cert::{CertSource, GeneratedCert};
 use fake_api::FakeApi;
 use k8s_openapi::ByteString;
 use rustls::client::danger::ServerCertVerifier;
@@ -52,7 +54,16 @@ fn settings(dir: &Path) -> GeneratedCert {
         names: service_names(SERVICE, NAMESPACE),
         dir: dir.join("webhook"),
         lifetimes: Lifetimes::default(),
+        ca_overlap: Duration::from_secs(3600),
     }
+}
+
+/// The keeper's start, as `serve` calls it.
+async fn start(
+    client: kube::Client,
+    source: CertSource,
+) -> Result<std::path::PathBuf, kubernetes::webhook_cert::WebhookCertError> {
+    kubernetes::webhook_cert::start(client, source, CertMetrics::default()).await
 }
 
 /// The keeper's first pass for `dir` (files in `dir/webhook`), as `serve` starts it.
@@ -156,8 +167,13 @@ fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
 fn client_verifies(dir: &Path, name: &str) -> Result<(), rustls::Error> {
     let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
     let cert = std::fs::read_to_string(dir.join("tls.crt")).unwrap();
+    verifies(&ca, &cert, name)
+}
+
+/// What a TLS client trusting the CAs of `ca_bundle` decides about `cert` for `name`.
+fn verifies(ca: &str, cert: &str, name: &str) -> Result<(), rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
-    for der in pem_certs(&ca) {
+    for der in pem_certs(ca) {
         roots.add(der).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -165,7 +181,7 @@ fn client_verifies(dir: &Path, name: &str) -> Result<(), rustls::Error> {
         rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .unwrap();
-    let chain = pem_certs(&cert);
+    let chain = pem_certs(cert);
     verifier
         .verify_server_cert(
             &chain[0],
@@ -327,6 +343,12 @@ async fn garbage_in_the_secret_is_replaced_and_its_type_kept() {
     let dir = tempfile::tempdir().unwrap();
     let files = keep(&fake, dir.path()).await;
     let secret = stored_secret(&fake);
+    // Garbage is no CA anybody served: the caBundle holds the new CA alone.
+    assert_eq!(
+        ca_bundles(&fake),
+        vec![Some(secret_text(&secret, "ca.crt"))]
+    );
+    assert!(secret["data"].get("previous-ca.crt").is_none());
     // The type of a Secret cannot change; the user's other keys and labels stay.
     assert_eq!(secret["type"], "Opaque");
     assert_eq!(secret["metadata"]["labels"]["team"], "platform");
@@ -557,5 +579,282 @@ async fn serve_with_the_charts_flags_serves_the_injection_webhook() {
     assert!(
         metrics.contains(r#"agentmesh_injector_skipped_total{reason="opted_out"} 1"#),
         "{metrics}"
+    );
+}
+
+/// A CA replaced (here: in its last third) stays in the caBundle next to the new one
+/// for the overlap, so a replica still serving a certificate of the old CA (it has not
+/// seen the new Secret yet) is accepted by the API server; then it is dropped.
+#[tokio::test]
+async fn a_replaced_ca_stays_in_the_ca_bundle_until_the_overlap_ends() {
+    let fake = FakeApi::start().await;
+    // A CA issued 3000 days ago (in its last third), with a fresh serving certificate
+    // under it: what the other replicas serve right now.
+    let old = issue::issue_all(
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now() - 3000 * DAY,
+    )
+    .unwrap();
+    let served_by_others = issue::renew_serving(
+        &old.ca_cert,
+        &old.ca_key,
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    fake.apply(secret_of(&served_by_others));
+    fake.apply(configuration(Some(&old.ca_cert)));
+    let dir = tempfile::tempdir().unwrap();
+    let overlap = Duration::from_secs(3);
+    let started = Instant::now();
+    start(
+        client(&fake, dir.path()).await,
+        CertSource::Generated(GeneratedCert {
+            ca_overlap: overlap,
+            ..settings(dir.path())
+        }),
+    )
+    .await
+    .unwrap();
+    let secret = stored_secret(&fake);
+    let new_ca = secret_text(&secret, "ca.crt");
+    assert_ne!(new_ca, old.ca_cert, "the CA was not replaced");
+    assert_eq!(secret_text(&secret, "previous-ca.crt"), old.ca_cert);
+    assert!(
+        secret["metadata"]["annotations"]["agentmesh.dev/previous-ca-until"].is_string(),
+        "{secret}"
+    );
+    // During the overlap the API server trusts both: the certificate this replica
+    // serves now and the one the others still serve.
+    let bundle = ca_bundles(&fake)[0].clone().expect("no caBundle");
+    assert_eq!(
+        pem_certs(&bundle),
+        [pem_certs(&new_ca), pem_certs(&old.ca_cert)].concat()
+    );
+    let name = "agentmesh-controller.agentmesh-system.svc";
+    verifies(&bundle, &secret_text(&secret, "tls.crt"), name).unwrap();
+    verifies(&bundle, &served_by_others.cert, name).unwrap();
+    // Afterwards: the new CA alone, in the caBundle and the Secret.
+    eventually("the previous CA to be dropped", || {
+        ca_bundles(&fake) == vec![Some(new_ca.clone())]
+    })
+    .await;
+    assert!(
+        started.elapsed() + Duration::from_secs(1) >= overlap,
+        "dropped after {:?}, before the overlap ended",
+        started.elapsed()
+    );
+    let secret = stored_secret(&fake);
+    assert!(secret["data"].get("previous-ca.crt").is_none(), "{secret}");
+    assert_eq!(secret_text(&secret, "ca.crt"), new_ca);
+    let bundle = ca_bundles(&fake)[0].clone().unwrap();
+    assert!(verifies(&bundle, &served_by_others.cert, name).is_err());
+}
+
+/// `promtool check metrics` (Prometheus's own linter) on `text`; any finding fails.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/install-test-deps.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool: {findings}\n{text}"
+    );
+}
+
+/// The value of the sample `series` (name and labels, as printed) in `metrics`.
+fn sample(metrics: &str, series: &str) -> Option<i64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.parse::<f64>().ok().map(|v| v as i64)
+    })
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The controller's `/metrics`, scraped over HTTP as Prometheus does, reports when the
+/// served certificate and its CA expire, counts a rotation another replica wrote, and
+/// counts a pass that failed; promtool accepts the text every time.
+#[tokio::test]
+async fn metrics_report_the_certificates_expiry_rotations_and_failures() {
+    let fake = FakeApi::start().await;
+    let held = installed(&fake, 10 * DAY);
+    let dir = tempfile::tempdir().unwrap();
+    let (webhook_port, metrics_port) = (support::free_port(), support::free_port());
+    let controller = serve_as_the_chart_does(
+        &fake,
+        dir.path(),
+        &[
+            format!("--webhook-addr=127.0.0.1:{webhook_port}"),
+            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        ],
+    )
+    .await;
+    let scrape = || async {
+        support::eventually("/metrics answers", Duration::from_secs(10), || async {
+            support::get(metrics_port, "/metrics")
+                .await
+                .filter(|(status, _)| *status == 200)
+                .map(|(_, body)| body)
+        })
+        .await
+    };
+    let expiry = "agentmesh_webhook_certificate_expiry_timestamp_seconds";
+    let ca_expiry = "agentmesh_webhook_ca_expiry_timestamp_seconds";
+    let serving_rotations =
+        r#"agentmesh_webhook_certificate_rotations_total{certificate="serving"}"#;
+    let ca_rotations = r#"agentmesh_webhook_certificate_rotations_total{certificate="ca"}"#;
+    let failures = "agentmesh_webhook_certificate_failures_total";
+
+    let metrics = scrape().await;
+    promtool_accepts(&metrics);
+    assert_eq!(
+        sample(&metrics, expiry),
+        Some(unix_seconds(issue::not_after(&held.cert).unwrap())),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, ca_expiry),
+        Some(unix_seconds(issue::not_after(&held.ca_cert).unwrap())),
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, serving_rotations), Some(0), "{metrics}");
+    assert_eq!(sample(&metrics, ca_rotations), Some(0), "{metrics}");
+    assert_eq!(sample(&metrics, failures), Some(0), "{metrics}");
+
+    // Another replica renews the serving certificate under the same CA.
+    let renewed = issue::renew_serving(
+        &held.ca_cert,
+        &held.ca_key,
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now() - DAY,
+    )
+    .unwrap();
+    fake.apply(secret_of(&renewed));
+    let metrics = support::eventually(
+        "the rotation is counted",
+        Duration::from_secs(20),
+        || async {
+            let metrics = scrape().await;
+            (sample(&metrics, serving_rotations) == Some(1)).then_some(metrics)
+        },
+    )
+    .await;
+    promtool_accepts(&metrics);
+    assert_eq!(
+        sample(&metrics, expiry),
+        Some(unix_seconds(issue::not_after(&renewed.cert).unwrap()))
+    );
+    assert_eq!(sample(&metrics, ca_rotations), Some(0), "{metrics}");
+
+    // The Secrets API goes away (RBAC revoked, say): the next pass fails and counts.
+    fake.absent("v1", "Secret");
+    fake.apply(configuration(Some(&held.ca_cert)));
+    let metrics = support::eventually(
+        "the failure is counted",
+        Duration::from_secs(20),
+        || async {
+            let metrics = scrape().await;
+            sample(&metrics, failures)
+                .is_some_and(|n| n >= 1)
+                .then_some(metrics)
+        },
+    )
+    .await;
+    promtool_accepts(&metrics);
+    drop(controller);
+}
+
+/// With cert-manager's files (`--webhook-cert-dir`, the chart's cert-manager source),
+/// `/metrics` reports the expiry of the files' certificate and CA too.
+#[tokio::test]
+async fn metrics_report_the_expiry_of_cert_managers_files() {
+    let fake = FakeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("cert-manager");
+    std::fs::create_dir(&files).unwrap();
+    let set = issue::issue_all(
+        &service_names(SERVICE, NAMESPACE),
+        &Lifetimes::default(),
+        SystemTime::now() - 5 * DAY,
+    )
+    .unwrap();
+    for (file, text) in [
+        ("tls.crt", &set.cert),
+        ("tls.key", &set.key),
+        ("ca.crt", &set.ca_cert),
+    ] {
+        std::fs::write(files.join(file), text).unwrap();
+    }
+    let (xds_port, webhook_port, metrics_port) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let args = serve_args(
+        &fake,
+        dir.path(),
+        xds_port,
+        &[
+            format!("--webhook-cert-dir={}", files.display()),
+            format!("--webhook-addr=127.0.0.1:{webhook_port}"),
+            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+        ],
+    );
+    let _controller = support::start_serving(
+        &args,
+        xds_port,
+        dir.path().join("controller.log"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let metrics = support::eventually("/metrics answers", Duration::from_secs(10), || async {
+        support::get(metrics_port, "/metrics")
+            .await
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body)
+    })
+    .await;
+    promtool_accepts(&metrics);
+    assert_eq!(
+        sample(
+            &metrics,
+            "agentmesh_webhook_certificate_expiry_timestamp_seconds"
+        ),
+        Some(unix_seconds(issue::not_after(&set.cert).unwrap())),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "agentmesh_webhook_ca_expiry_timestamp_seconds"),
+        Some(unix_seconds(issue::not_after(&set.ca_cert).unwrap())),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "agentmesh_webhook_certificate_failures_total"),
+        Some(0)
     );
 }

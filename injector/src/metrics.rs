@@ -80,13 +80,65 @@ impl Metrics {
     }
 }
 
-/// The registry in the Prometheus text format.
+/// The registry in the Prometheus text format 0.0.4 (what the `content-type` of
+/// `/metrics` says, and what `promtool check metrics` accepts).
 pub fn encode(registry: &Registry) -> String {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
         text.clear();
     }
-    text
+    to_text_format(&text)
+}
+
+/// prometheus-client writes OpenMetrics; the 0.0.4 text format differs where promtool
+/// and older scrapers notice: no `# EOF` and no `# UNIT`, a counter's `# HELP` and
+/// `# TYPE` name its samples (`…_total`), and a family without samples is not written
+/// at all (promtool flags bare headers).
+fn to_text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // The headers of the family being read, written once its first sample is.
+    let mut pending: Vec<String> = Vec::new();
+    let mut counter_family: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix('#') {
+            let mut words = rest.trim_start().splitn(3, ' ');
+            let (keyword, name, tail) = (
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default(),
+            );
+            match keyword {
+                "HELP" => {
+                    // A new family: the previous one's headers had no samples.
+                    pending.clear();
+                    counter_family = None;
+                    pending.push(format!("# HELP {name} {tail}"));
+                }
+                "TYPE" => {
+                    if tail == "counter" && !name.ends_with("_total") {
+                        counter_family = Some(name);
+                    }
+                    pending.push(format!("# TYPE {name} {tail}"));
+                }
+                // EOF, UNIT and anything else OpenMetrics-only.
+                _ => {}
+            }
+            continue;
+        }
+        if let Some(family) = counter_family.take() {
+            let total = format!("{family}_total");
+            for header in &mut pending {
+                *header = header.replacen(family, &total, 1);
+            }
+        }
+        for header in pending.drain(..) {
+            out.push_str(&header);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Serves `GET /metrics` (plain HTTP) on `listener` until the task is dropped.
@@ -149,6 +201,31 @@ mod tests {
         assert!(
             text.contains("agentmesh_injector_denied_total{reason=\"invalid_annotation\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn text_format_names_counters_by_their_samples_and_drops_empty_families() {
+        let openmetrics = "# HELP am_pods Pods.\n\
+                           # TYPE am_pods counter\n\
+                           am_pods_total{reason=\"a\"} 2\n\
+                           am_pods_total{reason=\"b\"} 1\n\
+                           # HELP am_never Never counted.\n\
+                           # TYPE am_never counter\n\
+                           # HELP am_expiry_seconds Expiry.\n\
+                           # TYPE am_expiry_seconds gauge\n\
+                           # UNIT am_expiry_seconds seconds\n\
+                           am_expiry_seconds 17\n\
+                           # EOF\n";
+        assert_eq!(
+            to_text_format(openmetrics),
+            "# HELP am_pods_total Pods.\n\
+             # TYPE am_pods_total counter\n\
+             am_pods_total{reason=\"a\"} 2\n\
+             am_pods_total{reason=\"b\"} 1\n\
+             # HELP am_expiry_seconds Expiry.\n\
+             # TYPE am_expiry_seconds gauge\n\
+             am_expiry_seconds 17\n"
         );
     }
 }

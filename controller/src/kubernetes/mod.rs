@@ -15,6 +15,8 @@
 //! - [`webhook_cert`]: the injection webhook's serving certificate: generated into a
 //!   Secret, rotated, its CA kept in the webhook configuration's `caBundle`, and
 //!   written to files for the HTTPS server (or checked, when cert-manager keeps it).
+//! - [`mesh_ca`]: the mesh CA's root, kept in a Secret (generated when absent) and
+//!   handed to the signer, and its certificate published to every injected namespace.
 //!
 //! (The module is not called `kube`, so that `kube::…` always means the kube-rs crate.)
 //!
@@ -22,6 +24,7 @@
 
 pub mod apply;
 pub mod leader;
+pub mod mesh_ca;
 pub mod source;
 pub mod status;
 pub mod token_review;

@@ -57,6 +57,11 @@ const OPTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("webhook disabled", &["webhook.enabled=false"]),
+    (
+        "the operator's mesh CA root",
+        &["meshCA.generate=false", "meshCA.secretName=corp-mesh-ca"],
+    ),
+    ("no mesh CA", &["meshCA.enabled=false"]),
     ("no GatewayClass", &["gatewayClass.enabled=false"]),
     (
         "one replica without a disruption budget",

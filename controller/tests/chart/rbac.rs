@@ -48,8 +48,17 @@ fn grant(group: &str, resource: &str, verb: &str, names: &[&str]) -> Grant {
     )
 }
 
+/// The ConfigMap the controller publishes the mesh CA in: the injector's default, which
+/// the chart does not change.
+fn mesh_ca_configmap() -> String {
+    match agentmesh_injector::settings::MeshCaSource::default() {
+        agentmesh_injector::settings::MeshCaSource::ConfigMap { name, .. } => name,
+        other => panic!("the injector mounts the mesh CA from {other:?}"),
+    }
+}
+
 /// What the controller needs cluster-wide, from its own code.
-fn cluster_grants_needed(controller_certificate: bool) -> BTreeSet<Grant> {
+fn cluster_grants_needed(controller_certificate: bool, mesh_ca: bool) -> BTreeSet<Grant> {
     use agentmesh_controller::kubernetes::{StatusShape, kinds};
     let mut needed = BTreeSet::new();
     // The source's reflectors list and watch every kind, in every namespace.
@@ -94,24 +103,74 @@ fn cluster_grants_needed(controller_certificate: bool) -> BTreeSet<Grant> {
             ));
         }
     }
+    // The mesh CA's publisher (kubernetes/mesh_ca): its ConfigMap in every labelled
+    // namespace, created, listed and watched by name (the namespaces are listed and
+    // watched above), and replaced.
+    if mesh_ca {
+        let name = mesh_ca_configmap();
+        needed.insert(grant("", "configmaps", "create", &[]));
+        for verb in ["list", "watch", "update"] {
+            needed.insert(grant("", "configmaps", verb, &[&name]));
+        }
+    }
     needed
 }
 
 #[test]
 fn rbac_grants_exactly_what_the_controller_reads_and_writes() {
     use agentmesh_controller::kubernetes::leader::LEASE_NAME;
-    for (option, sets, controller_certificate) in [
-        ("default values", &[][..], true),
+    use agentmesh_controller::kubernetes::mesh_ca::DEFAULT_SECRET;
+    // (option, --set values, the controller generates the webhook certificate, the
+    // mesh CA root's Secret if any, and whether the controller may create it)
+    for (option, sets, controller_certificate, mesh_ca, generate) in [
+        ("default values", &[][..], true, Some(DEFAULT_SECRET), true),
         (
             "cert-manager",
             &["webhook.certificate.source=cert-manager"][..],
             false,
+            Some(DEFAULT_SECRET),
+            true,
         ),
-        ("webhook disabled", &["webhook.enabled=false"][..], false),
+        (
+            "webhook disabled",
+            &["webhook.enabled=false"][..],
+            false,
+            Some(DEFAULT_SECRET),
+            true,
+        ),
+        (
+            "the operator's mesh CA root, cert-manager",
+            &[
+                "meshCA.generate=false",
+                "meshCA.secretName=corp-mesh-ca",
+                "webhook.certificate.source=cert-manager",
+            ][..],
+            false,
+            Some("corp-mesh-ca"),
+            false,
+        ),
+        (
+            "no mesh CA",
+            &["meshCA.enabled=false"][..],
+            true,
+            None,
+            false,
+        ),
     ] {
         let rendered = render(sets);
+        // The chart names the Secret the controller reads, and lets it generate one
+        // only when asked.
+        assert_eq!(rendered.flag("--mesh-ca-root-secret"), mesh_ca, "{option}");
+        if mesh_ca.is_some() {
+            let expected = if generate { "true" } else { "false" };
+            assert_eq!(
+                rendered.flag("--mesh-ca-generate"),
+                Some(expected),
+                "{option}"
+            );
+        }
         let cluster = grants(rendered.one("ClusterRole"));
-        let needed = cluster_grants_needed(controller_certificate);
+        let needed = cluster_grants_needed(controller_certificate, mesh_ca.is_some());
         let extra: Vec<_> = cluster.difference(&needed).collect();
         let missing: Vec<_> = needed.difference(&cluster).collect();
         assert!(
@@ -129,6 +188,16 @@ fn rbac_grants_exactly_what_the_controller_reads_and_writes() {
             // The certificate Secret: created, then read, watched by name and replaced.
             for verb in ["get", "list", "watch", "update"] {
                 needed.insert(grant("", "secrets", verb, &["agentmesh-webhook-cert"]));
+            }
+        }
+        // The mesh CA root's Secret: read and watched by name; created only when the
+        // controller generates it; never replaced.
+        if let Some(secret) = mesh_ca {
+            if generate {
+                needed.insert(grant("", "secrets", "create", &[]));
+            }
+            for verb in ["get", "list", "watch"] {
+                needed.insert(grant("", "secrets", verb, &[secret]));
             }
         }
         assert_eq!(namespaced, needed, "{option}: Role");

@@ -228,7 +228,8 @@ fn cert_manager_source_issues_the_certificate_and_injects_its_ca() {
         certificate["spec"]["dnsNames"],
         json!([
             "agentmesh-controller.agentmesh-system.svc",
-            "agentmesh-controller.agentmesh-system.svc.cluster.local"
+            "agentmesh-controller.agentmesh-system.svc.cluster.local",
+            "agentmesh-controller.agentmesh-system"
         ])
     );
     // cainjector finds the Certificate from the webhook configuration's annotation.
@@ -267,4 +268,53 @@ fn cert_manager_source_issues_the_certificate_and_injects_its_ca() {
         rendered.one("Certificate")["spec"]["issuerRef"],
         json!({"kind": "ClusterIssuer", "name": "corp-ca", "group": "cert-manager.io"})
     );
+}
+
+/// The names an API server may dial a webhook's `clientConfig.service` by: `.svc`
+/// (what it uses), the cluster-domain form, and `<service>.<namespace>`.
+fn names_the_api_server_may_use(webhook: &Value) -> Vec<String> {
+    let service = &webhook["clientConfig"]["service"];
+    let (name, namespace) = (
+        service["name"].as_str().unwrap(),
+        service["namespace"].as_str().unwrap(),
+    );
+    vec![
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+        format!("{name}.{namespace}"),
+    ]
+}
+
+/// Whichever source issues the webhook's certificate, it is valid for every name the
+/// API server may call the webhook's Service by: cert-manager's Certificate lists them,
+/// and the controller generates its certificate for the Service and namespace the
+/// chart passes it (its `service_names`).
+#[test]
+fn the_webhook_certificate_covers_every_name_the_api_server_may_use_in_both_modes() {
+    let mut modes = std::collections::BTreeSet::new();
+    for (option, sets) in OPTIONS
+        .iter()
+        .filter(|(_, sets)| !sets.contains(&"webhook.enabled=false"))
+    {
+        let rendered = render(sets);
+        let wanted = names_the_api_server_may_use(rendered.webhook());
+        let generated = rendered.flag("--webhook-cert-secret").is_some();
+        modes.insert(generated);
+        let certified: Vec<String> = if generated {
+            let service = rendered.flag("--webhook-service").unwrap();
+            // --webhook-namespace is the pod's namespace (POD_NAMESPACE), the
+            // release's.
+            assert!(rendered.flag("--webhook-namespace").is_none(), "{option}");
+            agentmesh_controller::kubernetes::webhook_cert::issue::service_names(service, NAMESPACE)
+        } else {
+            serde_json::from_value(rendered.one("Certificate")["spec"]["dnsNames"].clone()).unwrap()
+        };
+        for name in &wanted {
+            assert!(
+                certified.contains(name),
+                "{option}: the certificate does not cover {name}: {certified:?}"
+            );
+        }
+    }
+    assert_eq!(modes.len(), 2, "both certificate sources are rendered");
 }

@@ -22,6 +22,8 @@
 //!   `replace`, `remove`) is recorded and applied to the object, all or nothing: a failed
 //!   `test` or a path that is not there answers 422, as the API server does.
 //! - Every request must carry the controller's bearer token (401 otherwise).
+//! - Label and field selectors are not applied: a list or watch returns the whole
+//!   collection, so the code under test must (and does) check names and labels itself.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -331,6 +333,27 @@ current-context: fake
         let event = json!({ "type": event_type, "object": object });
         state.history.push((key.clone(), rv, event.clone()));
         let _ = self.events.send((key, rv, event));
+    }
+
+    /// Deletes an object (as `kubectl delete` would), announcing it to watchers as
+    /// `DELETED`; false when there was none.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        let mut state = self.state.lock().unwrap();
+        let key = collection(api_version, kind);
+        let Some(mut object) = state
+            .objects
+            .get_mut(&key)
+            .and_then(|c| c.remove(&(namespace.to_owned(), name.to_owned())))
+        else {
+            return false;
+        };
+        state.resource_version += 1;
+        let rv = state.resource_version;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        let event = json!({ "type": "DELETED", "object": object });
+        state.history.push((key.clone(), rv, event.clone()));
+        let _ = self.events.send((key, rv, event));
+        true
     }
 
     /// The object as stored now.

@@ -123,18 +123,53 @@ pub fn issue_all(
     lifetimes: &Lifetimes,
     now: SystemTime,
 ) -> Result<CertificateSet, IssueError> {
+    let (ca_cert, ca_key) = issue_ca("agentmesh webhook CA", lifetimes.ca, now)?;
+    renew_serving(&ca_cert, &ca_key, names, lifetimes, now)
+}
+
+/// Issues a self-signed CA named `common_name`, valid from `now` for `validity`, that
+/// may sign end-entity certificates only (path length 0). Returns its certificate and
+/// private key, PEM.
+pub fn issue_ca(
+    common_name: &str,
+    validity: Duration,
+    now: SystemTime,
+) -> Result<(String, String), IssueError> {
     let crypto = |e: rcgen::Error| IssueError::Crypto(e.to_string());
-    let ca_key = KeyPair::generate().map_err(crypto)?;
+    let key = KeyPair::generate().map_err(crypto)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "agentmesh webhook CA");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = (now - CLOCK_SKEW).into();
-    params.not_after = (now + lifetimes.ca).into();
-    let ca = params.self_signed(&ca_key).map_err(crypto)?;
-    renew_serving(&ca.pem(), &ca_key.serialize_pem(), names, lifetimes, now)
+    params.not_after = (now + validity).into();
+    let cert = params.self_signed(&key).map_err(crypto)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Checks that `cert_pem` is a CA certificate and `key_pem` its private key; returns
+/// when it expires. The reason names what is wrong, never the key.
+pub fn check_ca(cert_pem: &str, key_pem: &str) -> Result<SystemTime, String> {
+    let ca = Parsed::new(cert_pem, key_pem)?;
+    if !ca.is_ca {
+        return Err("the certificate is not a CA certificate (basicConstraints CA:FALSE)".into());
+    }
+    Ok(ca.not_after)
+}
+
+/// Whether the first certificate of `pem` is a CA certificate (its key unknown): what
+/// may stay trusted next to a replacement for a while.
+pub fn is_ca_certificate(pem: &str) -> bool {
+    first_cert(pem).is_ok_and(|der| {
+        x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, cert)| {
+            cert.basic_constraints()
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.value.ca)
+        })
+    })
 }
 
 /// Issues a serving certificate for `names` under the given CA (PEM), valid from `now`.

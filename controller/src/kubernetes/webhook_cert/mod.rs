@@ -25,6 +25,14 @@
 //!
 //! Order matters for a CA change: the keeper patches the `caBundle` before it writes
 //! new files, so a replica never serves a certificate the API server cannot verify yet.
+//! And a replaced CA is not dropped at once: the Secret keeps it as `previous-ca.crt`
+//! until the time in its annotation `agentmesh.dev/previous-ca-until`
+//! (`--webhook-ca-overlap` after the replacement), and the `caBundle` holds both CAs
+//! until then, so a replica still serving a certificate of the old CA (it has not seen
+//! the new Secret yet) is not rejected by the API server in between. The overlap is a
+//! bound in time rather than a count of replicas that acknowledged the new CA: replicas
+//! see the Secret through their watch within seconds and re-read it at least every ten
+//! minutes, and a time bound needs no registry of replicas that could itself go stale.
 //!
 //! The keeper watches the Secret and the configuration by name (a `helm upgrade`
 //! re-creates the configuration without `caBundle`, a rotation by another replica
@@ -34,6 +42,7 @@
 
 pub mod files;
 pub mod issue;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,11 +57,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use self::files::CertFileError;
 use self::issue::{CertificateSet, IssueError, Lifetimes, Verdict};
+use self::metrics::CertMetrics;
 
 /// The default of `--webhook-generated-cert-dir` (an emptyDir in the chart).
 pub const DEFAULT_GENERATED_DIR: &str = "/var/run/agentmesh/webhook";
 /// The Secret key of the CA's private key (next to `tls.crt`, `tls.key` and `ca.crt`).
 pub const CA_KEY: &str = "ca.key";
+/// The Secret key of the CA replaced last, trusted next to the new one for a while.
+pub const PREVIOUS_CA: &str = "previous-ca.crt";
+/// The Secret annotation saying until when (RFC 3339) [`PREVIOUS_CA`] stays trusted.
+pub const PREVIOUS_CA_UNTIL: &str = "agentmesh.dev/previous-ca-until";
 /// How often the keeper checks everything even when nothing was announced.
 const RESYNC: Duration = Duration::from_secs(600);
 /// How long the keeper waits after a failed pass before it tries again.
@@ -131,6 +145,26 @@ pub struct WebhookCertOptions {
         value_parser = validity
     )]
     pub validity: Duration,
+    /// How long a replaced CA stays in the webhook configuration's `caBundle` next to
+    /// the new one, so replicas still serving a certificate of the old CA are accepted
+    /// until they load the new one (they do within seconds, and at least every ten
+    /// minutes).
+    #[arg(
+        long = "webhook-ca-overlap",
+        id = "webhook_ca_overlap",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = overlap
+    )]
+    pub ca_overlap: Duration,
+}
+
+fn overlap(text: &str) -> Result<Duration, String> {
+    let d = crate::crd::parse_duration(text)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text:?} is too short (at least 1s)"));
+    }
+    Ok(d)
 }
 
 fn validity(text: &str) -> Result<Duration, String> {
@@ -156,6 +190,8 @@ pub struct GeneratedCert {
     pub dir: PathBuf,
     /// Lifetimes and renewal.
     pub lifetimes: Lifetimes,
+    /// How long a replaced CA stays in the `caBundle` next to the new one.
+    pub ca_overlap: Duration,
 }
 
 /// What the options ask for.
@@ -189,6 +225,7 @@ impl WebhookCertOptions {
                 serving: self.validity,
                 ..Lifetimes::default()
             },
+            ca_overlap: self.ca_overlap,
         }))
     }
 }
@@ -219,10 +256,15 @@ pub enum WebhookCertError {
 }
 
 /// Gets the webhook certificate ready and keeps it so: with files from elsewhere,
-/// checks them; with a generated certificate, makes one pass (Secret, `caBundle`,
-/// files) and spawns the [`CertificateKeeper`] that keeps them current. Returns the
-/// directory holding the `tls.crt` and `tls.key` the HTTPS server must serve.
-pub async fn start(client: kube::Client, source: CertSource) -> Result<PathBuf, WebhookCertError> {
+/// checks them (and reports them to `metrics` every minute); with a generated
+/// certificate, makes one pass (Secret, `caBundle`, files) and spawns the
+/// [`CertificateKeeper`] that keeps them current. Returns the directory holding the
+/// `tls.crt` and `tls.key` the HTTPS server must serve.
+pub async fn start(
+    client: kube::Client,
+    source: CertSource,
+    metrics: CertMetrics,
+) -> Result<PathBuf, WebhookCertError> {
     match source {
         CertSource::Files(dir) => {
             let not_after = files::check(&dir)?;
@@ -231,15 +273,42 @@ pub async fn start(client: kube::Client, source: CertSource) -> Result<PathBuf, 
                 not_after = %issue::rfc3339(not_after),
                 "webhook certificate from files (kept by cert-manager)"
             );
+            // Detached: it reports for as long as the process runs.
+            drop(metrics.follow_files(dir.clone()));
             Ok(dir)
         }
         CertSource::Generated(settings) => {
             let dir = settings.dir.clone();
-            let keeper = CertificateKeeper::new(client, settings);
+            let keeper = CertificateKeeper::new(client, settings, metrics);
             let renew_at = keeper.reconcile().await?;
             tokio::spawn(keeper.run(renew_at));
             Ok(dir)
         }
+    }
+}
+
+/// What the Secret holds: the certificates, and the CA replaced last while it is
+/// still trusted.
+struct Held {
+    set: CertificateSet,
+    /// The previous CA (PEM) and until when it stays in the `caBundle`.
+    previous: Option<(String, SystemTime)>,
+    not_after: SystemTime,
+    /// When the keeper must look again: the renewal, or the overlap's end.
+    wake_at: SystemTime,
+}
+
+impl Held {
+    /// The `caBundle`: the CA, then the previous one during the overlap.
+    fn ca_bundle(&self) -> String {
+        let mut bundle = self.set.ca_cert.clone();
+        if let Some((previous, _)) = &self.previous {
+            if !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(previous);
+        }
+        bundle
     }
 }
 
@@ -249,15 +318,22 @@ pub struct CertificateKeeper {
     secrets: Api<Secret>,
     configurations: Api<MutatingWebhookConfiguration>,
     settings: GeneratedCert,
+    metrics: CertMetrics,
 }
 
 impl CertificateKeeper {
-    /// A keeper for `settings`, talking to the API server through `client`.
-    pub fn new(client: kube::Client, settings: GeneratedCert) -> CertificateKeeper {
+    /// A keeper for `settings`, talking to the API server through `client`, reporting
+    /// to `metrics`.
+    pub fn new(
+        client: kube::Client,
+        settings: GeneratedCert,
+        metrics: CertMetrics,
+    ) -> CertificateKeeper {
         CertificateKeeper {
             secrets: Api::namespaced(client.clone(), &settings.namespace),
             configurations: Api::all(client),
             settings,
+            metrics,
         }
     }
 
@@ -297,6 +373,7 @@ impl CertificateKeeper {
             renew_at = match self.reconcile().await {
                 Ok(at) => at,
                 Err(e) => {
+                    self.metrics.failed();
                     tracing::warn!(error = %e, "webhook certificate: will try again");
                     SystemTime::now() + RETRY
                 }
@@ -305,31 +382,33 @@ impl CertificateKeeper {
     }
 
     /// One pass: the Secret holds a valid certificate (issued or renewed if needed),
-    /// the configuration's `caBundle` holds its CA, and the files hold it. Returns when
-    /// the certificate is due for renewal.
+    /// the configuration's `caBundle` holds its CA (and the previous one during an
+    /// overlap), and the files hold it. Returns when the keeper must look again: the
+    /// certificate's renewal or the overlap's end.
     pub async fn reconcile(&self) -> Result<SystemTime, WebhookCertError> {
-        let (set, not_after, renew_at) = self.ensure_secret().await?;
-        self.ensure_ca_bundle(&set.ca_cert).await?;
-        if files::write(&self.settings.dir, &set)? {
+        let held = self.ensure_secret().await?;
+        self.ensure_ca_bundle(&held.ca_bundle(), &held.set.ca_cert)
+            .await?;
+        if files::write(&self.settings.dir, &held.set)? {
             tracing::info!(
                 dir = %self.settings.dir.display(),
-                not_after = %issue::rfc3339(not_after),
+                not_after = %issue::rfc3339(held.not_after),
                 "webhook certificate files written"
             );
         }
-        Ok(renew_at)
+        self.metrics.served(&held.set.cert, Some(&held.set.ca_cert));
+        Ok(held.wake_at)
     }
 
-    /// Reads the Secret and keeps, renews or replaces what it holds; returns the
-    /// certificates it holds now, their expiry and renewal time.
-    async fn ensure_secret(
-        &self,
-    ) -> Result<(CertificateSet, SystemTime, SystemTime), WebhookCertError> {
+    /// Reads the Secret and keeps, renews or replaces what it holds (dropping a
+    /// previous CA whose overlap is over); returns what it holds now.
+    async fn ensure_secret(&self) -> Result<Held, WebhookCertError> {
         let GeneratedCert {
             namespace,
             secret: name,
             names,
             lifetimes,
+            ca_overlap,
             ..
         } = &self.settings;
         let described = format!("Secret {namespace}/{name}");
@@ -344,17 +423,35 @@ impl CertificateKeeper {
                     })?;
             let held = current.as_ref().and_then(certificate_set);
             let now = SystemTime::now();
+            let previous = current.as_ref().and_then(previous_ca);
             let (issued, reason, ca_replaced) =
                 match issue::assess(held.as_ref(), names, lifetimes, now) {
                     Verdict::Keep {
                         not_after,
                         renew_at,
                     } => {
-                        if let Some(held) = held {
-                            return Ok((held, not_after, renew_at));
+                        let Some(set) = held.clone() else {
+                            // assess keeps only what is held; unreachable in practice.
+                            continue;
+                        };
+                        match previous.clone() {
+                            Some((_, until)) if until <= now => {
+                                // The overlap is over: the Secret forgets the old CA
+                                // (below), and the next read returns the CA alone.
+                                (set, "the previous CA's overlap is over".to_string(), false)
+                            }
+                            previous => {
+                                let wake_at = previous
+                                    .as_ref()
+                                    .map_or(renew_at, |(_, until)| renew_at.min(*until));
+                                return Ok(Held {
+                                    set,
+                                    previous,
+                                    not_after,
+                                    wake_at,
+                                });
+                            }
                         }
-                        // assess keeps only what is held; unreachable in practice.
-                        continue;
                     }
                     Verdict::RenewServing { reason } => match &held {
                         Some(held) => (
@@ -374,6 +471,12 @@ impl CertificateKeeper {
                         (issue::issue_all(names, lifetimes, now)?, reason, true)
                     }
                 };
+            // A replaced CA that API servers may still see served stays trusted for the
+            // overlap (not garbage, and not a certificate that is no CA).
+            let kept_ca = held
+                .as_ref()
+                .filter(|held| ca_replaced && issue::is_ca_certificate(&held.ca_cert))
+                .map(|held| (held.ca_cert.clone(), now + *ca_overlap));
             let written = match current {
                 None => {
                     let secret = Secret {
@@ -393,15 +496,36 @@ impl CertificateKeeper {
                         data: Some(secret_data(&issued)),
                         ..Secret::default()
                     };
+                    // Nothing was held, so nothing was served: no previous CA.
                     self.secrets.create(&PostParams::default(), &secret).await
                 }
                 Some(mut secret) => {
                     // Replaced from the resourceVersion read; the type (immutable) and
                     // other keys, labels and annotations stay as they are.
-                    secret
-                        .data
-                        .get_or_insert_with(BTreeMap::new)
-                        .extend(secret_data(&issued));
+                    let data = secret.data.get_or_insert_with(BTreeMap::new);
+                    data.extend(secret_data(&issued));
+                    let annotations = secret
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(BTreeMap::new);
+                    // A new CA keeps the one it replaces; a kept CA keeps its
+                    // previous one until the overlap ends, and then forgets it.
+                    match (&kept_ca, ca_replaced) {
+                        (Some((ca, until)), _) => {
+                            data.insert(PREVIOUS_CA.into(), ByteString(ca.as_bytes().to_vec()));
+                            annotations.insert(PREVIOUS_CA_UNTIL.into(), issue::rfc3339(*until));
+                        }
+                        (None, true) => {
+                            data.remove(PREVIOUS_CA);
+                            annotations.remove(PREVIOUS_CA_UNTIL);
+                        }
+                        (None, false) => {
+                            if previous.is_none_or(|(_, until)| until <= now) {
+                                data.remove(PREVIOUS_CA);
+                                annotations.remove(PREVIOUS_CA_UNTIL);
+                            }
+                        }
+                    }
                     self.secrets
                         .replace(name, &PostParams::default(), &secret)
                         .await
@@ -417,7 +541,7 @@ impl CertificateKeeper {
                         %reason,
                         ca_replaced,
                         not_after = %issue::rfc3339(not_after),
-                        "webhook certificate issued"
+                        "webhook certificate Secret written"
                     );
                     // The next read assesses what was written, renewal time included.
                     continue;
@@ -439,12 +563,13 @@ impl CertificateKeeper {
         Err(WebhookCertError::Contended(described))
     }
 
-    /// Sets every webhook's `clientConfig.caBundle` of the configuration to `ca_cert`
-    /// where it differs. A configuration that does not exist yet is left for the watch.
-    async fn ensure_ca_bundle(&self, ca_cert: &str) -> Result<(), WebhookCertError> {
+    /// Sets every webhook's `clientConfig.caBundle` of the configuration to `bundle`
+    /// (the CA `ca_cert`, and the previous one during an overlap) where it differs. A
+    /// configuration that does not exist yet is left for the watch.
+    async fn ensure_ca_bundle(&self, bundle: &str, ca_cert: &str) -> Result<(), WebhookCertError> {
         let name = &self.settings.configuration;
         let described = format!("MutatingWebhookConfiguration {name}");
-        let wanted = ByteString(ca_cert.as_bytes().to_vec());
+        let wanted = ByteString(bundle.as_bytes().to_vec());
         for _ in 0..ATTEMPTS {
             let Some(configuration) =
                 self.configurations.get_opt(name).await.map_err(|source| {
@@ -491,6 +616,7 @@ impl CertificateKeeper {
                         configuration = %name,
                         webhooks = webhooks.len(),
                         ca_not_after = %issue::not_after(ca_cert).map_or_else(|e| e, issue::rfc3339),
+                        with_previous_ca = bundle.len() > ca_cert.len(),
                         "webhook caBundle set to the CA"
                     );
                     return Ok(());
@@ -535,4 +661,20 @@ fn certificate_set(secret: &Secret) -> Option<CertificateSet> {
         cert: text(files::CERT_FILE)?,
         key: text(files::KEY_FILE)?,
     })
+}
+
+/// The previous CA a Secret keeps, and until when, if it keeps one with a readable time.
+fn previous_ca(secret: &Secret) -> Option<(String, SystemTime)> {
+    let text = secret.data.as_ref()?.get(PREVIOUS_CA)?;
+    let text = String::from_utf8(text.0.clone()).ok()?;
+    let until = secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(PREVIOUS_CA_UNTIL)?
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()?;
+    let until = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(until.as_second()).unwrap_or_default());
+    Some((text, until))
 }
