@@ -6,7 +6,8 @@
 //! through `/etc/netns/<ns>/hosts`, which `ip netns exec` mounts over `/etc/hosts`.
 //! Processes run inside a pod as any UID (`setpriv`), so iptables owner matches see
 //! exactly what they would in Kubernetes. [`kubelet`] runs a Pod manifest in a pod the
-//! way Kubernetes does (init containers, native sidecars, probes, volumes).
+//! way Kubernetes does (init containers, native and classic sidecars, probes, lifecycle
+//! hooks, volumes); [`injected`] sets up the injected-pod scenarios it runs.
 //!
 //! Everything is removed on drop. The harness needs root and iproute2; it fails with a
 //! message saying what is missing rather than skipping.
@@ -18,6 +19,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod injected;
 pub mod kubelet;
 pub mod sidecar;
 

@@ -202,3 +202,102 @@ spec:
         assert!(err.contains(expected), "{spec}: {err}");
     }
 }
+
+/// Deleting a pod, as the kubelet does: its containers are stopped all at once, each
+/// after its own `preStop` hook (so one container's hook does not hold back another's
+/// SIGTERM), and the termination grace period counts the hook's time: a container that
+/// ignores SIGTERM is killed when the pod's grace period is over, not a grace period
+/// after its hook.
+#[test]
+fn stopping_a_pod_runs_pre_stop_then_sigterm_in_parallel_within_the_grace_period() {
+    let (scratch, cluster) = setup();
+    let manifest = Kubelet::parse(
+        "apiVersion: v1
+kind: Pod
+metadata: { name: server, namespace: apps }
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: first
+    image: docker.io/library/busybox:1.36
+    args: [-c, 'trap \"echo first: SIGTERM >> /shared/log; exit 0\" TERM; while :; do sleep 0.1; done']
+    lifecycle:
+      preStop:
+        exec:
+          command: [sh, -c, 'echo first: preStop begins >> /shared/log; sleep 1; echo first: preStop ends >> /shared/log']
+    volumeMounts: [{ name: shared, mountPath: /shared }]
+  - name: second
+    image: docker.io/library/busybox:1.36
+    args: [-c, 'trap \"echo second: SIGTERM >> /shared/log; exit 0\" TERM; while :; do sleep 0.1; done']
+    volumeMounts: [{ name: shared, mountPath: /shared }]
+  - name: stubborn
+    image: docker.io/library/busybox:1.36
+    args: [-c, 'trap \"echo stubborn: SIGTERM ignored >> /shared/log\" TERM; while :; do sleep 0.1; done']
+    lifecycle:
+      preStop: { exec: { command: [sleep, '2'] } }
+    volumeMounts: [{ name: shared, mountPath: /shared }]
+  volumes:
+  - name: shared
+    emptyDir: {}
+",
+    )
+    .unwrap();
+    let kubelet = Kubelet::new(
+        &cluster,
+        shell_image(),
+        ApiObjects::default(),
+        &scratch.path("kubelet"),
+    );
+    let mut pod = kubelet.run(&manifest, cluster.pod("pod")).unwrap();
+    // Each container's shell reads its trap before it waits.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let began = std::time::Instant::now();
+    pod.stop();
+    let took = began.elapsed();
+    // The emptyDir, where the kubelet keeps it.
+    let shared = std::fs::read_to_string(scratch.path("kubelet/pod-server/volumes/shared/log"))
+        .unwrap_or_else(|e| panic!("no shared log: {e}\n{}", pod.describe()));
+    let line = |text: &str| {
+        shared
+            .lines()
+            .position(|l| l == text)
+            .unwrap_or_else(|| panic!("no line {text:?} in:\n{shared}\n{}", pod.describe()))
+    };
+    // In parallel: `second` got SIGTERM while `first` was still in its preStop hook.
+    assert!(
+        line("second: SIGTERM") < line("first: preStop ends"),
+        "{shared}"
+    );
+    // preStop before SIGTERM.
+    assert!(
+        line("first: preStop ends") < line("first: SIGTERM"),
+        "{shared}"
+    );
+    assert!(line("stubborn: SIGTERM ignored") > 0, "{shared}");
+    let exit = |name: &str| {
+        pod.events()
+            .iter()
+            .find_map(|e| match e.kind {
+                EventKind::Exited(c) if e.container == name => Some(c),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name} did not exit\n{}", pod.describe()))
+    };
+    assert_eq!(exit("first"), 0, "{}", pod.describe());
+    assert_eq!(exit("second"), 0, "{}", pod.describe());
+    // SIGKILL at the end of the pod's 3 s: its 2 s hook counted against them.
+    assert_eq!(exit("stubborn"), 128 + 9, "{}", pod.describe());
+    assert!(
+        took >= std::time::Duration::from_millis(2900)
+            && took < std::time::Duration::from_millis(4500),
+        "stopping took {took:?}\n{}",
+        pod.describe()
+    );
+    assert!(
+        pod.events()
+            .iter()
+            .any(|e| e.container == "first" && e.kind == EventKind::Hook("preStop")),
+        "{}",
+        pod.describe()
+    );
+}

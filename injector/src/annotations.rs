@@ -61,7 +61,7 @@ annotations! {
     /// Inbound capture on or off.
     INBOUND_CAPTURE = "agentmesh.dev/inbound-capture", "`false`",
         Some(init_settings::INBOUND_CAPTURE),
-        "`true` also sends inbound TCP to the pod through the proxy's inbound listener (16006).";
+        "`true` also sends inbound TCP to the pod through the proxy's inbound listener (16006), which the proxy then serves from its start (`--inbound-capture`), whatever the controller's config says.";
     /// Inbound ports never captured.
     EXCLUDE_INBOUND_PORTS = "agentmesh.dev/exclude-inbound-ports", "(none)",
         Some(init_settings::EXCLUDE_INBOUND_PORTS),
@@ -148,6 +148,9 @@ pub struct PodOptions {
     pub init_env: Vec<(&'static str, String)>,
     /// Native or classic sidecar.
     pub sidecar: SidecarKind,
+    /// Inbound capture is on: agentmesh-init redirects inbound TCP to the proxy, which
+    /// must then serve its inbound port whatever the controller's config says.
+    pub inbound_capture: bool,
     /// Egress TLS handling.
     pub egress_tls: EgressTls,
     /// The proxy's resources (annotations over the installation's defaults).
@@ -197,17 +200,17 @@ impl PodOptions {
             field.clone_from(&value);
             init_env.push((setting.env, value));
         }
-        if let Err(e) = init_settings::Settings::from_raw(&raw) {
+        let init = init_settings::Settings::from_raw(&raw).map_err(|e| {
             let annotation = ANNOTATIONS
                 .iter()
                 .find(|a| a.init_setting == Some(e.setting))
                 .map_or(e.setting.env, |a| a.name);
-            return Err(AnnotationError {
+            AnnotationError {
                 annotation,
                 value: e.value,
                 reason: e.reason,
-            });
-        }
+            }
+        })?;
 
         let sidecar = match get(&NATIVE_SIDECAR).as_deref() {
             None => native_or_classic(settings.native_sidecar),
@@ -268,6 +271,7 @@ impl PodOptions {
         Ok(PodOptions {
             init_env,
             sidecar,
+            inbound_capture: init.inbound_capture,
             egress_tls,
             proxy_resources,
             warnings,
@@ -340,6 +344,10 @@ mod tests {
                 ("AGENTMESH_INBOUND_CAPTURE", "true".to_string()),
             ]
         );
+        assert!(o.inbound_capture);
+        assert!(!options(&[]).expect("valid").inbound_capture);
+        let off = options(&[("agentmesh.dev/inbound-capture", "false")]).expect("valid");
+        assert!(!off.inbound_capture);
     }
 
     #[test]

@@ -165,6 +165,13 @@ pub fn proxy_container(options: &PodOptions, settings: &Settings) -> Container {
         }]),
         ..Container::default()
     };
+    if options.inbound_capture {
+        // agentmesh-init redirects inbound TCP to the inbound port: the proxy serves it
+        // from its start, before (and whatever) the controller's config says.
+        if let Some(args) = container.args.as_mut() {
+            args.push("--inbound-capture".into());
+        }
+    }
     match options.sidecar {
         SidecarKind::Native => {
             // Keeps running next to the app, is started before the app's containers (and

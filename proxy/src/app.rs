@@ -46,8 +46,14 @@ pub struct Options {
 pub struct SidecarOptions {
     /// Outbound capture addresses (the iptables REDIRECT target).
     pub outbound_addrs: Vec<SocketAddr>,
-    /// Inbound capture addresses, served when the config sets `sidecar.inbound.enabled`.
+    /// Inbound capture addresses, served when the config sets `sidecar.inbound.enabled`,
+    /// or always with `inbound_capture`.
     pub inbound_addrs: Vec<SocketAddr>,
+    /// The pod's iptables rules redirect inbound TCP (`--inbound-capture`): the inbound
+    /// listener is open from startup, before the first config, and whatever the config's
+    /// `sidecar.inbound.enabled` says; the config still decides what captured inbound
+    /// connections meet (`inboundBinds`, `inboundDefault`).
+    pub inbound_capture: bool,
 }
 
 /// The inbound capture port (DESIGN.md "Contracts"); captured traffic to it is a loop.
@@ -116,7 +122,9 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
         Some(sidecar) => Some(start_capture(&opts, sidecar, &store, &metrics, &listeners).await?),
         None => None,
     };
-    // Open while the config enables inbound capture, following reloads.
+    // Open while the config enables inbound capture, following reloads; with
+    // `--inbound-capture`, open from here on. Either way before the readiness port: a
+    // proxy that reports ready serves what iptables redirects.
     let _inbound = match &opts.sidecar {
         Some(sidecar) => Some(start_inbound(&opts, sidecar, &store, &metrics, &listeners).await?),
         None => None,
@@ -198,13 +206,15 @@ pub async fn run(opts: Options, logs: LogControl) -> Result<(), StartError> {
 }
 
 /// The config served until the controller's first one arrives: nothing, and in sidecar
-/// mode an outbound default of DENY, so captured traffic is refused (HTTP 403, TCP
-/// reset; counted and logged) until the pod's real policy is known.
+/// mode outbound and inbound defaults of DENY, so captured traffic either way is refused
+/// (HTTP 403, TCP reset; counted and logged) until the pod's real policy is known. The
+/// inbound one matters with `--inbound-capture`, whose listener is open before then.
 fn waiting_for_xds(sidecar: bool) -> config::file::Resources {
     use agentmesh_proto::config::v1::{OutboundAction, SidecarSettings};
     config::file::Resources {
         sidecar: sidecar.then(|| SidecarSettings {
             outbound_default: OutboundAction::Deny as i32,
+            inbound_default: OutboundAction::Deny as i32,
             ..SidecarSettings::default()
         }),
         ..config::file::Resources::default()
@@ -237,7 +247,7 @@ async fn start_capture(
 }
 
 /// Starts following `sidecar.inbound.enabled`: the inbound capture listener is open
-/// while the config enables it. Its loop guard knows the outbound capture ports too: an
+/// while the config enables it, or from now on with `--inbound-capture`. Its loop guard knows the outbound capture ports too: an
 /// inbound connection to one of them would come back in.
 async fn start_inbound(
     opts: &Options,
@@ -258,9 +268,16 @@ async fn start_inbound(
         orig_dst: Arc::new(SoOriginalDst),
         observer: Some(connection_observer(metrics)),
     };
-    InboundSwitch::start(capture, store.clone(), metrics.clone(), listeners.clone())
-        .await
-        .map_err(|e| StartError::Listen(e.to_string()))
+    let started = if sidecar.inbound_capture {
+        tracing::info!(
+            "inbound capture on (--inbound-capture): the inbound listener stays open whatever sidecar.inbound.enabled says"
+        );
+        InboundSwitch::start_forced(capture, store.clone(), metrics.clone(), listeners.clone())
+            .await
+    } else {
+        InboundSwitch::start(capture, store.clone(), metrics.clone(), listeners.clone()).await
+    };
+    started.map_err(|e| StartError::Listen(e.to_string()))
 }
 
 async fn bind_admin(addr: SocketAddr, flag: &str) -> Result<TcpListener, StartError> {

@@ -160,7 +160,7 @@ struct RunArgs {
     outbound_addr: Vec<SocketAddr>,
     /// Sidecar mode: addresses of the inbound capture listener, where iptables redirects
     /// connections to the pod's ports. Open while the config sets
-    /// `sidecar.inbound.enabled` (followed on reload).
+    /// `sidecar.inbound.enabled` (followed on reload), or always with `--inbound-capture`.
     #[arg(
         long,
         value_delimiter = ',',
@@ -168,6 +168,19 @@ struct RunArgs {
         env = "AGENTMESH_INBOUND_ADDR"
     )]
     inbound_addr: Vec<SocketAddr>,
+    /// Sidecar mode: the pod's iptables rules redirect inbound TCP to `--inbound-addr`
+    /// (the injector sets this for `agentmesh.dev/inbound-capture: "true"`). The inbound
+    /// listener then opens at startup, before the readiness port and before any config
+    /// arrives, and stays open whatever `sidecar.inbound.enabled` says (the config can
+    /// open it, never close it). The config still decides what inbound connections meet:
+    /// `inboundBinds` and `inboundDefault`; until the first config over xDS, they are
+    /// refused (403, TCP reset). Without the flag, the config alone opens and closes it.
+    #[arg(
+        long,
+        env = "AGENTMESH_INBOUND_CAPTURE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    inbound_capture: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -303,6 +316,7 @@ fn run(args: RunArgs) -> ExitCode {
         Mode::Sidecar => Some(app::SidecarOptions {
             outbound_addrs: args.outbound_addr,
             inbound_addrs: args.inbound_addr,
+            inbound_capture: args.inbound_capture,
         }),
     };
     let opts = Options {
@@ -347,8 +361,16 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 /// Gateway mode serves what the controller sends for one Gateway: it needs `--xds` and
-/// the Gateway's name (or an explicit node id), and reads no config file.
+/// the Gateway's name (or an explicit node id), and reads no config file. Also refuses
+/// `--inbound-capture` outside sidecar mode.
 fn check_gateway_mode(args: &RunArgs) -> Result<(), String> {
+    if args.inbound_capture && args.mode != Mode::Sidecar {
+        return Err(
+            "--inbound-capture is for --mode sidecar (no iptables rules \
+             redirect a standalone or gateway proxy's inbound traffic)"
+                .into(),
+        );
+    }
     if args.mode != Mode::Gateway {
         return match &args.gateway {
             Some(_) => Err("--gateway is for --mode gateway".into()),

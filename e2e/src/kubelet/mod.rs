@@ -6,10 +6,13 @@
 //! `restartPolicy: Always` is a native sidecar: it is started, and the next container
 //! starts only once its `startupProbe` has succeeded (with the probe's period and failure
 //! threshold, within [`Limits::startup`]); then the app containers in order, each
-//! `postStart` hook finishing before the next container starts. Stopping goes in reverse:
-//! app containers (`preStop`, SIGTERM, SIGKILL after the grace period), then the
-//! sidecars. A pod whose `restartPolicy` is `Never` or `OnFailure` completes when its app
-//! containers have exited; its sidecars are then stopped, as for a Job.
+//! `postStart` hook finishing before the next container starts (a classic sidecar, first
+//! in `containers`, holds the app back this way). Stopping, within the pod's termination
+//! grace period: the app containers all at once (each `preStop`, then SIGTERM, then
+//! SIGKILL when the grace period is over, the hook's time counting against it), then
+//! the native sidecars in reverse order. A pod whose `restartPolicy` is `Never` or
+//! `OnFailure` completes when its app containers have exited; its sidecars are then
+//! stopped, as for a Job.
 //!
 //! What each container is, is [`container`]'s business (images from [`ImageTable`],
 //! environment, user, capabilities, mounts), volumes are [`volumes`]'s (with
@@ -154,6 +157,10 @@ pub enum KubeletError {
     #[error(transparent)]
     Harness(#[from] HarnessError),
 }
+
+/// What a container gets after its `preStop` hook at least, even when the hook used up
+/// the grace period (the kubelet's `minimumGracePeriodInSeconds`).
+const MIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Bounds on every wait, whatever the spec asks (the injector's startup probe allows
 /// 300 s, which a test must not wait).
@@ -456,9 +463,14 @@ impl<'a> RunningPod<'a> {
         Ok(PodOutcome { phase, exit_codes })
     }
 
-    /// Stops every container still running: app containers in reverse order, then the
-    /// sidecars in reverse order, each with its `preStop` hook, SIGTERM, and SIGKILL after
-    /// its grace period.
+    /// Stops every container still running, as the kubelet deletes a pod, within the
+    /// pod's `terminationGracePeriodSeconds` (default 30 s, at most [`Limits::grace`]):
+    /// the app containers all at once, each running its `preStop` hook, then getting
+    /// SIGTERM, then SIGKILL when the grace period is over (the hook's time counts
+    /// against it; at least 2 s are left after a hook, as the kubelet does); then the
+    /// native sidecars one by one in reverse order, each the same way with what is left
+    /// of the grace period (at least 2 s). A classic sidecar is an app container: its
+    /// `preStop` runs while the other containers shut down.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
@@ -472,20 +484,47 @@ impl<'a> RunningPod<'a> {
             .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
             .unwrap_or(Duration::from_secs(30))
             .min(self.kubelet.limits.grace);
-        for role in [Role::App, Role::Sidecar] {
-            for i in (0..self.containers.len()).rev() {
-                if self.containers[i].role != role || self.containers[i].exit.is_some() {
-                    continue;
-                }
-                if let Err(e) = self.pre_stop(i) {
-                    let name = self.containers[i].spec.name.clone();
-                    self.note(&name, format!("{e}"));
-                }
-                if let Some(status) = self.containers[i].daemon.terminate(grace) {
-                    self.exited(i, code(status));
-                }
-            }
+        let deadline = Instant::now() + grace;
+        let running = |pod: &Self, role: Role| -> Vec<usize> {
+            (0..pod.containers.len())
+                .filter(|&i| pod.containers[i].role == role && pod.containers[i].exit.is_none())
+                .collect()
+        };
+        let apps = running(self, Role::App);
+        self.terminate(&apps, deadline);
+        for i in running(self, Role::Sidecar).into_iter().rev() {
+            self.terminate(&[i], deadline.max(Instant::now() + MIN_GRACE));
         }
+    }
+
+    /// Terminates the containers `which` in parallel: each its `preStop` hook (bounded by
+    /// `deadline`), SIGTERM, SIGKILL at `deadline` (or [`MIN_GRACE`] after the hook,
+    /// whichever is later). Their events are recorded in the order they happened.
+    fn terminate(&mut self, which: &[usize], deadline: Instant) {
+        let node = Node {
+            cluster: self.kubelet.cluster,
+            sandbox: self.sandbox,
+            started: self.started,
+            hook_limit: self.kubelet.limits.hook,
+        };
+        let mut events: Vec<PodEvent> = std::thread::scope(|scope| {
+            let stopping: Vec<_> = self
+                .containers
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| which.contains(i))
+                .map(|(_, c)| {
+                    let node = &node;
+                    scope.spawn(move || node.stop_container(c, deadline))
+                })
+                .collect();
+            stopping
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_default())
+                .collect()
+        });
+        events.sort_by_key(|e| e.at);
+        self.events.extend(events);
     }
 
     fn note(&mut self, container: &str, text: String) {
@@ -626,13 +665,12 @@ impl<'a> RunningPod<'a> {
         }
     }
 
-    fn hook(&mut self, i: usize, which: &'static str) -> Result<(), KubeletError> {
+    /// Runs container `i`'s `postStart` hook, if any, to its end: the kubelet starts the
+    /// next container only then.
+    fn post_start(&mut self, i: usize) -> Result<(), KubeletError> {
+        let which = "postStart";
         let spec = self.containers[i].spec;
-        let lifecycle = spec.lifecycle.as_ref();
-        let handler = match which {
-            "postStart" => lifecycle.and_then(|l| l.post_start.as_ref()),
-            _ => lifecycle.and_then(|l| l.pre_stop.as_ref()),
-        };
+        let handler = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
         let Some(handler) = handler else {
             return Ok(());
         };
@@ -652,14 +690,6 @@ impl<'a> RunningPod<'a> {
             })?;
         self.event(&spec.name, EventKind::Hook(which));
         Ok(())
-    }
-
-    fn post_start(&mut self, i: usize) -> Result<(), KubeletError> {
-        self.hook(i, "postStart")
-    }
-
-    fn pre_stop(&mut self, i: usize) -> Result<(), KubeletError> {
-        self.hook(i, "preStop")
     }
 
     /// Probes container `i` until its startup probe succeeds: `initialDelaySeconds`,
@@ -716,6 +746,59 @@ impl<'a> RunningPod<'a> {
             last,
             log: self.logs(&spec.name),
         })
+    }
+}
+
+/// What stopping one container needs of the pod, shared by the threads that stop its
+/// containers at once.
+struct Node<'a> {
+    cluster: &'a Cluster,
+    sandbox: &'a Pod,
+    started: Instant,
+    hook_limit: Duration,
+}
+
+impl Node<'_> {
+    /// Stops `c`: its `preStop` hook (bounded by `deadline`), SIGTERM, SIGKILL at
+    /// `deadline` or [`MIN_GRACE`] after the hook, whichever is later. Returns its events.
+    fn stop_container(&self, c: &mut RunningContainer<'_>, deadline: Instant) -> Vec<PodEvent> {
+        let mut events = Vec::new();
+        let mut event = |kind| {
+            events.push(PodEvent {
+                at: self.started.elapsed(),
+                container: c.spec.name.clone(),
+                kind,
+            })
+        };
+        if let Some(handler) = c.spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pod_ip = self.sandbox.ipv4.to_string();
+            let ran = Check::of_hook(handler, c.spec, &pod_ip)
+                .map_err(|e| e.to_string())
+                .and_then(|check| {
+                    let limit = left.min(self.hook_limit);
+                    check.run(self.cluster, self.sandbox, &c.process, limit)
+                });
+            match ran {
+                Ok(()) => event(EventKind::Hook("preStop")),
+                Err(output) => event(EventKind::Note(
+                    KubeletError::Hook {
+                        container: c.spec.name.clone(),
+                        hook: "preStop",
+                        output,
+                    }
+                    .to_string(),
+                )),
+            }
+        }
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(MIN_GRACE);
+        if let Some(status) = c.daemon.terminate(left) {
+            c.exit = Some(code(status));
+            event(EventKind::Exited(code(status)));
+        }
+        events
     }
 }
 

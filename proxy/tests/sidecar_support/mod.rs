@@ -53,6 +53,12 @@ impl Sidecar {
     /// Compiles `yaml` and starts the outbound capture, and the inbound one when the
     /// config enables it.
     pub async fn start(yaml: &str) -> Sidecar {
+        Self::start_inbound(yaml, false).await
+    }
+
+    /// As [`Sidecar::start`]; with `forced`, the inbound listener is open whatever the
+    /// config says (`--inbound-capture`).
+    pub async fn start_inbound(yaml: &str, forced: bool) -> Sidecar {
         let metrics = Metrics::new();
         let config = compile(yaml, &metrics);
         let store = Store::new(config);
@@ -69,10 +75,13 @@ impl Sidecar {
             OutboundCapture::start(opts(), store.clone(), metrics.clone(), listeners.clone())
                 .await
                 .unwrap();
-        let inbound =
-            InboundSwitch::start(opts(), store.clone(), metrics.clone(), listeners.clone())
-                .await
-                .unwrap();
+        let (store2, metrics2, listeners2) = (store.clone(), metrics.clone(), listeners.clone());
+        let inbound = if forced {
+            InboundSwitch::start_forced(opts(), store2, metrics2, listeners2).await
+        } else {
+            InboundSwitch::start(opts(), store2, metrics2, listeners2).await
+        }
+        .unwrap();
         Sidecar {
             capture,
             inbound,

@@ -82,6 +82,10 @@ pub struct InboundCapture(Running);
 /// touching outbound capture or the binds. Closing it refuses new connections only;
 /// connections already accepted run to their end. Dropping it stops following and
 /// closes the listener.
+///
+/// Started with [`InboundSwitch::start_forced`] (the pod's iptables rules redirect
+/// inbound TCP, `--inbound-capture`), it is open from the start and stays open whatever
+/// the config says: closing it would refuse every connection to the pod.
 pub struct InboundSwitch {
     current: Arc<Mutex<Option<InboundCapture>>>,
     following: tokio::task::JoinHandle<()>,
@@ -164,8 +168,32 @@ impl InboundSwitch {
         metrics: Arc<Metrics>,
         listeners: Arc<Listeners>,
     ) -> io::Result<InboundSwitch> {
+        Self::start_with(false, opts, store, metrics, listeners).await
+    }
+
+    /// Opens the inbound listener now, whatever the running config says (an error here
+    /// is a startup error), and keeps it open until the proxy drains: a config with
+    /// `sidecar.inbound.enabled` false does not close it. For a pod whose iptables rules
+    /// already redirect inbound TCP to it; the config still decides what the captured
+    /// connections meet (`inboundBinds`, `inboundDefault`).
+    pub async fn start_forced(
+        opts: CaptureOptions,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        listeners: Arc<Listeners>,
+    ) -> io::Result<InboundSwitch> {
+        Self::start_with(true, opts, store, metrics, listeners).await
+    }
+
+    async fn start_with(
+        forced: bool,
+        opts: CaptureOptions,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        listeners: Arc<Listeners>,
+    ) -> io::Result<InboundSwitch> {
         let mut changes = store.subscribe();
-        let initial = if store.load().sidecar.inbound_enabled {
+        let initial = if forced || store.load().sidecar.inbound_enabled {
             Some(
                 InboundCapture::start(
                     opts.clone(),
@@ -187,7 +215,9 @@ impl InboundSwitch {
                     changed = changes.changed() => if changed.is_err() { return },
                     _ = draining.wait_for(|d| *d) => return,
                 }
-                let enabled = changes.borrow_and_update().sidecar.inbound_enabled;
+                // Marks the change seen even when forced, or `changed()` returns at once.
+                let configured = changes.borrow_and_update().sidecar.inbound_enabled;
+                let enabled = forced || configured;
                 let running = lock(&state).is_some();
                 match (enabled, running) {
                     (true, false) => {
