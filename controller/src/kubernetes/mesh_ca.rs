@@ -110,7 +110,7 @@ pub struct MeshCaOptions {
         id = "mesh_ca_overlap",
         value_name = "DURATION",
         default_value = "24h",
-        value_parser = overlap
+        value_parser = super::webhook_cert::overlap
     )]
     pub overlap: Duration,
     /// A PEM file of public roots appended to the published bundle (apps whose
@@ -123,14 +123,6 @@ pub struct MeshCaOptions {
         default_value = "/etc/ssl/certs/ca-certificates.crt"
     )]
     pub public_roots: PathBuf,
-}
-
-fn overlap(text: &str) -> Result<Duration, String> {
-    let d = crate::crd::parse_duration(text)?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("{text:?} is too short (at least 1s)"));
-    }
-    Ok(d)
 }
 
 /// Where the root lives.

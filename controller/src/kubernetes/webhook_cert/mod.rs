@@ -159,7 +159,8 @@ pub struct WebhookCertOptions {
     pub ca_overlap: Duration,
 }
 
-fn overlap(text: &str) -> Result<Duration, String> {
+/// Parses an overlap flag: a duration of at least a second (`1h`, `24h`).
+pub(crate) fn overlap(text: &str) -> Result<Duration, String> {
     let d = crate::crd::parse_duration(text)?;
     if d < Duration::from_secs(1) {
         return Err(format!("{text:?} is too short (at least 1s)"));
