@@ -123,16 +123,21 @@ enum Command {
     },
 }
 
+/// Prints `text` on stdout. A reader that went away (`status -f DIR | head`) is not an
+/// error worth a panic: the rest is simply not printed.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Translate { folder: dir } => match folder::load(&dir) {
             Ok(catalog) => {
                 let mut printed = catalog.to_json();
                 agentmesh_controller::redact::private_keys(&mut printed);
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&printed).unwrap_or_default()
-                );
+                print_out(&(serde_json::to_string_pretty(&printed).unwrap_or_default() + "\n"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -143,9 +148,8 @@ fn main() -> ExitCode {
         Command::Status { folder: dir } => match folder::load(&dir) {
             Ok(catalog) => {
                 let status = &catalog.translation.status;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status.to_json()).unwrap_or_default()
+                print_out(
+                    &(serde_json::to_string_pretty(&status.to_json()).unwrap_or_default() + "\n"),
                 );
                 if status.has_problems() {
                     ExitCode::FAILURE
@@ -160,7 +164,7 @@ fn main() -> ExitCode {
         },
         Command::Crds => match agentmesh_controller::crd::crds_yaml() {
             Ok(yaml) => {
-                print!("{yaml}");
+                print_out(&yaml);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -270,7 +274,7 @@ fn render(
     };
     let rendered = agentmesh_controller::render::render(&catalog.objects, options);
     match agentmesh_controller::render::to_yaml(&rendered) {
-        Ok(yaml) => print!("{yaml}"),
+        Ok(yaml) => print_out(&yaml),
         Err(e) => {
             eprintln!("error: cannot write YAML: {e}");
             return ExitCode::FAILURE;

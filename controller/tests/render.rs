@@ -99,3 +99,96 @@ fn render_rejects_an_unknown_service_type() {
         "{stderr}"
     );
 }
+
+/// The README's in-cluster gateway example ("Kubernetes: Helm chart…" → "Gateway
+/// mode"), with what the cluster already holds (the chart's GatewayClass, the agent's
+/// Service), is accepted with every reference resolved, and `render` deploys its proxy.
+#[test]
+fn readme_kubernetes_gateway_example_is_accepted_and_deployed() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("### Gateway mode\n")
+        .expect("README has a Gateway mode section under Kubernetes");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n### ").unwrap()];
+    let example = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the Gateway mode section has a YAML example");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), example).unwrap();
+    // What the cluster holds before the example is applied: the chart's GatewayClass and
+    // the agent's Service (the API server gives it a cluster IP).
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\n\
+         kind: GatewayClass\n\
+         metadata: { name: agentmesh }\n\
+         spec: { controllerName: agentmesh.dev/gateway-controller }\n\
+         ---\n\
+         apiVersion: v1\n\
+         kind: Service\n\
+         metadata: { name: research-agent, namespace: agents }\n\
+         spec:\n  clusterIP: 10.96.0.20\n  ports: [{ name: http, port: 8080 }]\n",
+    )
+    .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_agentmesh-controller"))
+        .args(["status", "-f"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    let status: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let object = |name: &str| -> &serde_json::Value {
+        status
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.contains(name))
+            .unwrap_or_else(|| panic!("no status for {name}: {printed}"))
+            .1
+    };
+    let is_true = |conditions: &serde_json::Value, wanted: &str| {
+        conditions.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|c| c["type"] == wanted && c["status"] == "True")
+        })
+    };
+    let gateway = object("agents/agents-gw");
+    for wanted in ["Accepted", "Programmed"] {
+        assert!(
+            is_true(&gateway["conditions"], wanted),
+            "Gateway {wanted}: {printed}"
+        );
+    }
+    let parents = object("agents/research")["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 1, "{printed}");
+    assert_eq!(parents[0]["parent"], "agents/agents-gw", "{printed}");
+    for wanted in ["Accepted", "ResolvedRefs"] {
+        assert!(
+            is_true(&parents[0]["conditions"], wanted),
+            "HTTPRoute {wanted}: {printed}"
+        );
+    }
+
+    let out = render(dir.path(), &[]);
+    let deployed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        deployed.contains("name: agents-gw-agentmesh") && deployed.contains("kind: Deployment"),
+        "{deployed}"
+    );
+    assert!(
+        deployed.contains("--gateway=agents-gw.agents"),
+        "{deployed}"
+    );
+}
