@@ -642,6 +642,28 @@ impl OutboundPolicy {
                     format!("{p} is not a port (1-65535)"),
                 ));
             }
+            let tls = rule.tls.unwrap_or_default();
+            if tls == EgressTls::Intercept && rule.action != OutboundAction::Allow {
+                return Err(FieldError::new(
+                    format!("{field}.tls"),
+                    "`Intercept` needs `action: Allow` (denied traffic is never decrypted)",
+                ));
+            }
+            if let Some(bundle) = &rule.ca_bundle {
+                if tls != EgressTls::Intercept {
+                    return Err(FieldError::new(
+                        format!("{field}.caBundle"),
+                        "only applies with `tls: Intercept`",
+                    ));
+                }
+                let certs: Vec<_> = rustls_pemfile::certs(&mut bundle.as_bytes()).collect();
+                if certs.is_empty() || certs.iter().any(Result::is_err) {
+                    return Err(FieldError::new(
+                        format!("{field}.caBundle"),
+                        "must be PEM text holding one or more certificates",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -673,6 +695,29 @@ pub struct EgressRule {
     pub ports: Vec<u32>,
     /// What to do with matching traffic.
     pub action: OutboundAction,
+    /// How the sidecar handles TLS to matching destinations: `Passthrough` (the
+    /// default: only the SNI is read) or `Intercept` (the sidecar terminates the app's
+    /// TLS with a certificate from the mesh CA, applies L7 policy, and re-encrypts to the
+    /// real server). `Intercept` needs `action: Allow`; the pod's app must trust the
+    /// mesh root (annotation `agentmesh.dev/egress-tls: intercept` has the injector mount
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EgressTls>,
+    /// With `tls: Intercept`: PEM text of the CA certificates the sidecar verifies the
+    /// real server with when it re-encrypts, instead of the web PKI roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+}
+
+/// How a sidecar handles TLS to an egress rule's destinations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EgressTls {
+    /// Pass the app's TLS through untouched (SNI-level policy only).
+    #[default]
+    Passthrough,
+    /// Terminate the app's TLS with a mesh CA certificate, govern the HTTP inside, and
+    /// re-encrypt to the real server.
+    Intercept,
 }
 
 /// The status of an agentmesh object: its conditions (`Accepted`, `ResolvedRefs`).
@@ -779,6 +824,42 @@ mod tests {
         for bad in ["", "10", "1.5s", "s", "10d", "1h1h1h1h1h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn intercept_needs_allow_and_ca_bundle_needs_intercept() {
+        let spec = |rule: &str| -> AgentPolicySpec {
+            serde_norway::from_str(&format!(
+                "workloadSelector: {{}}\noutbound:\n  egress:\n  - {rule}\n"
+            ))
+            .unwrap()
+        };
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIUYw==\n-----END CERTIFICATE-----";
+        assert!(
+            spec("{ name: llm, hostnames: [llm], action: Allow, tls: Intercept }")
+                .validate()
+                .is_ok()
+        );
+        let err = spec("{ name: llm, action: Deny, tls: Intercept }")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "spec.outbound.egress[0].tls");
+        assert!(err.reason.contains("action: Allow"), "{err}");
+        let err = spec(&format!("{{ name: llm, action: Allow, caBundle: {ca:?} }}"))
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "spec.outbound.egress[0].caBundle");
+        let err = spec("{ name: llm, action: Allow, tls: Intercept, caBundle: not pem }")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "spec.outbound.egress[0].caBundle");
+        assert!(err.reason.contains("PEM"), "{err}");
+        let err = serde_norway::from_str::<AgentPolicySpec>(
+            "outbound: { egress: [{ name: x, action: Allow, tls: Originate }] }",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Originate"), "{err}");
     }
 
     #[test]

@@ -12,10 +12,13 @@
 pub mod addresses;
 pub mod ads;
 pub mod auth;
+pub mod ca_service;
 pub mod crd;
 pub mod folder;
+pub mod intermediate;
 pub mod kubernetes;
 pub mod mesh_ca;
+pub mod mesh_ca_files;
 pub mod objects;
 pub mod redact;
 pub mod render;

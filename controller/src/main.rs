@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use agentmesh_controller::ads::AdsServer;
 use agentmesh_controller::auth::Auth;
+use agentmesh_controller::ca_service::MeshCaServer;
 use agentmesh_controller::folder;
 use clap::{Parser, Subcommand};
 
@@ -90,6 +91,29 @@ enum Command {
         /// mesh CA); the projected token's audience is `--token-audience`.
         #[command(flatten)]
         injection: Box<agentmesh_injector::cli::SettingsArgs>,
+        /// The mesh root CA that intercepted TLS chains up to: its certificate (PEM).
+        /// With `--mesh-ca-key-file`, sidecars whose AgentPolicies intercept TLS get an
+        /// intermediate CA signed with it (`agentmesh.ca.v1.MeshCertificates` on the xDS
+        /// address). The files are re-read when they change.
+        #[arg(
+            long,
+            env = "AGENTMESH_MESH_CA_CERT_FILE",
+            value_name = "FILE",
+            requires = "mesh_ca_key_file"
+        )]
+        mesh_ca_cert_file: Option<PathBuf>,
+        /// The mesh root CA's private key (PEM, PKCS#8). Never sent anywhere.
+        #[arg(
+            long,
+            env = "AGENTMESH_MESH_CA_KEY_FILE",
+            value_name = "FILE",
+            requires = "mesh_ca_cert_file"
+        )]
+        mesh_ca_key_file: Option<PathBuf>,
+        /// How long the intermediate CAs signed for sidecars are valid (`24h`, `90m`; 10s to
+        /// 720h); sidecars renew them at two thirds of that.
+        #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = validity)]
+        mesh_ca_intermediate_validity: std::time::Duration,
     },
     /// Print what a folder translates to: the resources each gateway (and standalone
     /// proxy) is served, by resource name, and the status of every object (JSON).
@@ -190,6 +214,9 @@ fn main() -> ExitCode {
             webhook_addr,
             metrics_addr,
             injection,
+            mesh_ca_cert_file,
+            mesh_ca_key_file,
+            mesh_ca_intermediate_validity,
         } => {
             if webhook_addr.is_some() && webhook_cert.source().is_none() {
                 eprintln!(
@@ -249,7 +276,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(source, xds_addr)) {
+            let mesh_ca = MeshCaOptions {
+                files: mesh_ca_cert_file.zip(mesh_ca_key_file),
+                validity: mesh_ca_intermediate_validity,
+            };
+            match runtime.block_on(serve(source, xds_addr, mesh_ca)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -326,10 +357,46 @@ struct WebhookServing {
     settings: agentmesh_injector::Settings,
 }
 
-async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_controller::BoxError> {
+/// Where the mesh root comes from and what is signed with it.
+struct MeshCaOptions {
+    /// `--mesh-ca-cert-file` and `--mesh-ca-key-file`.
+    files: Option<(PathBuf, PathBuf)>,
+    /// `--mesh-ca-intermediate-validity`.
+    validity: std::time::Duration,
+}
+
+/// Parses `--mesh-ca-intermediate-validity`: a Gateway API duration of 10 seconds (tests
+/// watch renewals with that) to 30 days.
+fn validity(text: &str) -> Result<std::time::Duration, String> {
+    let d = agentmesh_controller::crd::parse_duration(text)?;
+    if d < std::time::Duration::from_secs(10) || d > std::time::Duration::from_secs(30 * 86400) {
+        return Err(format!("{text:?} must be between 10s and 720h"));
+    }
+    Ok(d)
+}
+
+async fn serve(
+    source: Source,
+    addr: SocketAddr,
+    mesh_ca: MeshCaOptions,
+) -> Result<(), agentmesh_controller::BoxError> {
+    // The mesh root, when one is configured; without it intermediates are refused
+    // (FAILED_PRECONDITION), and the sender's drop leaves the watch at `None`.
+    let files_given = mesh_ca.files.is_some();
+    let mut root = match mesh_ca.files {
+        Some((cert, key)) => {
+            let root = agentmesh_controller::mesh_ca_files::watch(
+                cert,
+                key,
+                agentmesh_controller::mesh_ca_files::POLL_EVERY,
+            )?;
+            tracing::info!("mesh root CA loaded; signing intermediates for intercepting sidecars");
+            root
+        }
+        None => tokio::sync::watch::channel(None).1,
+    };
     // Held until the xDS server stops; dropping it stops the webhook.
     let mut _webhook = None;
-    let mut _roots = None;
     let (snapshots, auth) = match source {
         Source::Folder { dir, auth } => (folder::follow(dir)?, auth),
         Source::Kubernetes {
@@ -338,10 +405,17 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
             gateways,
             election,
             webhook_cert,
-            mesh_ca,
+            mesh_ca: mesh_root,
             webhook,
         } => {
             use agentmesh_controller::kubernetes;
+            if files_given && mesh_root.options.root().is_some() {
+                return Err(
+                    "--mesh-ca-cert-file/--mesh-ca-key-file and --mesh-ca-root-secret \
+                            both name the mesh root: give one"
+                        .into(),
+                );
+            }
             let client = kubernetes::client(kubeconfig.as_deref()).await?;
             // Every replica: the webhook's certificate files exist before anything is
             // served, and are kept current from here on.
@@ -366,19 +440,23 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
             }
             // Every replica loads the mesh root (every replica signs); the leader
             // publishes its certificate (below).
-            let roots = match mesh_ca.options.root() {
+            let roots = match mesh_root.options.root() {
                 Some(settings) => Some(kubernetes::mesh_ca::start(client.clone(), settings).await?),
                 None => None,
             };
-            // Held for the signer, which consumes it.
-            _roots = roots.clone();
-            if roots.is_some() && mesh_ca.publish.is_none() {
+            if let Some(roots) = &roots {
+                root = roots.clone();
+                tracing::info!(
+                    "mesh root CA from its Secret; signing intermediates for intercepting sidecars"
+                );
+            }
+            if roots.is_some() && mesh_root.publish.is_none() {
                 tracing::info!(
                     "the injector mounts the mesh CA from a Secret (--mesh-ca-secret): \
                      the controller does not publish it"
                 );
             }
-            let publication = roots.zip(mesh_ca.publish);
+            let publication = roots.zip(mesh_root.publish);
             tracing::info!("reading objects from the Kubernetes API");
             let source = kubernetes::source::follow(client.clone(), kubernetes::kinds()).await;
             // Only the leader writes: status, and each Gateway's Deployment and Service
@@ -427,8 +505,10 @@ async fn serve(source: Source, addr: SocketAddr) -> Result<(), agentmesh_control
         .map_err(|e| format!("--xds-addr {addr}: cannot listen: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "xDS server listening");
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let ca = MeshCaServer::new(snapshots.clone(), auth.clone(), root, mesh_ca.validity);
     tonic::transport::Server::builder()
         .add_service(AdsServer::new(snapshots, auth).into_service())
+        .add_service(ca.into_service())
         .serve_with_incoming_shutdown(incoming, async {
             let _ = tokio::signal::ctrl_c().await;
         })

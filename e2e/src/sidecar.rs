@@ -456,24 +456,34 @@ pub fn start_controller(
     token_file: &Path,
     scratch: &Scratch,
 ) -> Result<Daemon> {
+    start_controller_with(pod, folder, token_file, scratch, &[])
+}
+
+/// [`start_controller`] with `extra` arguments after the usual ones (the mesh root's
+/// files, say).
+pub fn start_controller_with(
+    pod: &Pod,
+    folder: &Path,
+    token_file: &Path,
+    scratch: &Scratch,
+    extra: &[&str],
+) -> Result<Daemon> {
     let bin = binary("agentmesh-controller")?.display().to_string();
     let folder = folder.display().to_string();
     let token_file = token_file.display().to_string();
     let addr = format!("[::]:{XDS_PORT}");
-    let cmd = pod.ns.command_as(
-        SERVER_UID,
-        SERVER_UID,
-        &[
-            &bin,
-            "serve",
-            "--folder",
-            &folder,
-            "--xds-addr",
-            &addr,
-            "--token-file",
-            &token_file,
-        ],
-    );
+    let mut argv = vec![
+        bin.as_str(),
+        "serve",
+        "--folder",
+        &folder,
+        "--xds-addr",
+        &addr,
+        "--token-file",
+        &token_file,
+    ];
+    argv.extend_from_slice(extra);
+    let cmd = pod.ns.command_as(SERVER_UID, SERVER_UID, &argv);
     let log = scratch.path(&format!("{}-controller.log", pod.name));
     let daemon = Daemon::spawn(&format!("{} controller", pod.name), cmd, &log)?;
     wait_until(daemon, |d| d.logs().contains("xDS server listening"))

@@ -31,6 +31,16 @@ pub mod xds {
     }
 }
 
+/// The mesh CA service: sidecars get their intermediate CA from the controller.
+#[allow(missing_docs, clippy::all)]
+pub mod ca {
+    /// Version 1 of the mesh CA service.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/agentmesh.ca.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/agentmesh.ca.v1.serde.rs"));
+    }
+}
+
 /// The xDS transport messages and service (our subset of Envoy's, wire-compatible).
 #[allow(missing_docs, clippy::all)]
 pub mod envoy {

@@ -90,6 +90,7 @@ impl ConnectionObserver for MetricsObserver {
 pub fn compile_context(metrics: &Arc<Metrics>) -> CompileContext {
     CompileContext {
         upstreams: Arc::new(UpstreamPool::new(Some(connection_observer(metrics)))),
+        issued_ca: Arc::default(),
     }
 }
 

@@ -11,7 +11,9 @@
 //! - `outbound.default`: the last one set wins (a pod's own policy overrides its
 //!   namespace's, which overrides the native document's).
 //! - `outbound.egress`: rules are tried specific first (a pod's policies' rules, then the
-//!   namespace's, then the native document's); the first match decides.
+//!   namespace's, then the native document's); the first match decides. A rule with
+//!   `tls: Intercept` (its `caBundle` inline as `caPem`) gives the pod a mesh CA issued
+//!   by the controller (`meshCa.controller`), unless the native document names one.
 //! - `traffic` with AgentBackend `targetRefs`: a Policy on each backend (which the pod
 //!   receives); without `targetRefs`: a Policy on every listener of the sidecar's
 //!   outbound binds.
@@ -249,13 +251,31 @@ fn apply_outbound(policies: &[&AgentPolicy], out: &mut Resources) {
             addresses: r.addresses.clone(),
             ports: r.ports.clone(),
             action: action(r.action) as i32,
-            tls: pb::EgressTls::Passthrough as i32,
+            tls: match r.tls.unwrap_or_default() {
+                crd::EgressTls::Passthrough => pb::EgressTls::Passthrough,
+                crd::EgressTls::Intercept => pb::EgressTls::Intercept,
+            } as i32,
             ca_file: String::new(),
             originate_port: 0,
+            ca_pem: r.ca_bundle.clone().unwrap_or_default(),
         }));
     }
     rules.append(&mut settings.egress);
     settings.egress = rules;
+    // Intercepted TLS needs a CA to mint with. The native document may name files (a
+    // folder-mode setup); otherwise the sidecar asks the controller for an intermediate
+    // constrained to what these rules intercept (`crate::mesh_ca`), so no CA key is ever
+    // sent to a pod.
+    let intercepts = settings
+        .egress
+        .iter()
+        .any(|r| r.tls == pb::EgressTls::Intercept as i32);
+    if intercepts && settings.mesh_ca.is_none() {
+        settings.mesh_ca = Some(pb::MeshCa {
+            controller: Some(pb::ControllerIssuedCa {}),
+            ..Default::default()
+        });
+    }
     for policy in policies {
         if let Some(default) = policy.spec.outbound.as_ref().and_then(|o| o.default) {
             settings.outbound_default = action(default) as i32;

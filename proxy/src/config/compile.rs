@@ -29,6 +29,9 @@ use policy::{kinds_set, policies};
 pub struct CompileContext {
     /// Upstream clients, shared across reloads.
     pub upstreams: Arc<UpstreamPool>,
+    /// The intermediate CA the controller issued, for `meshCa.controller` (filled by the
+    /// xDS client before it compiles a config that needs one).
+    pub issued_ca: Arc<super::issued_ca::IssuedCa>,
 }
 
 /// The merged policies of one target, and which policy set each kind (for conflicts).
@@ -504,11 +507,15 @@ pub fn compile(resources: Resources, ctx: &CompileContext) -> Result<ir::Config,
     }
 
     let bind_key_list: Vec<&str> = resources.binds.iter().map(|b| b.key.as_str()).collect();
-    let sidecar = super::sidecar::compile(resources.sidecar.as_ref(), &bind_key_list)
-        .unwrap_or_else(|e| {
-            errs.0.extend(e);
-            super::sidecar::Sidecar::default()
-        });
+    let sidecar = super::sidecar::compile(
+        resources.sidecar.as_ref(),
+        &bind_key_list,
+        ctx.issued_ca.current_ca(),
+    )
+    .unwrap_or_else(|e| {
+        errs.0.extend(e);
+        super::sidecar::Sidecar::default()
+    });
     if errs.0.is_empty() {
         Ok(ir::Config {
             settings,

@@ -4,12 +4,14 @@
 //! resources into the IR exactly once (compiled matchers, loaded certificates, resolved
 //! references, upstream clients) and rejects what is invalid with an error naming the
 //! resource and field; `store` holds the running IR and swaps it atomically; `watch`
-//! reloads the file when it changes; `xds` receives resources from the controller.
+//! reloads the file when it changes; `xds` receives resources from the controller, and
+//! `issued_ca` the intermediate CA it issues to a sidecar that intercepts TLS.
 //! Nothing here touches sockets or requests.
 
 pub mod compile;
 pub mod file;
 pub mod ir;
+pub mod issued_ca;
 pub mod sidecar;
 pub mod store;
 pub mod watch;

@@ -78,13 +78,39 @@ pub enum EgressTls {
         /// Port the TLS connection goes to; `None`: the original destination's.
         port: Option<u16>,
         /// CA bundle verifying the destination; `None`: the web PKI roots.
-        ca_file: Option<Arc<str>>,
+        ca: Option<CaBundle>,
     },
     /// The app's TLS is terminated with a mesh CA leaf and re-encrypted.
     Intercept {
         /// CA bundle verifying the destination; `None`: the web PKI roots.
-        ca_file: Option<Arc<str>>,
+        ca: Option<CaBundle>,
     },
+}
+
+/// The CA certificates verifying a destination the proxy opens TLS to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CaBundle {
+    /// A PEM file (`caFile`).
+    File(Arc<str>),
+    /// PEM text (`caPem`).
+    Pem(Arc<str>),
+}
+
+impl CaBundle {
+    /// The upstream TLS spec trusting this bundle, verifying `server_name`.
+    pub fn upstream_tls(ca: Option<&CaBundle>, server_name: &str) -> pb::UpstreamTls {
+        let (ca_file, ca_pem) = match ca {
+            None => (String::new(), String::new()),
+            Some(CaBundle::File(f)) => (f.to_string(), String::new()),
+            Some(CaBundle::Pem(p)) => (String::new(), p.to_string()),
+        };
+        pb::UpstreamTls {
+            ca_file,
+            ca_pem,
+            sni: server_name.to_owned(),
+            ..pb::UpstreamTls::default()
+        }
+    }
 }
 
 /// One compiled egress rule; empty lists match anything.
@@ -240,10 +266,12 @@ impl Cidr {
     }
 }
 
-/// Compiles the sidecar settings; `bind_keys` are the keys of every bind in the config.
+/// Compiles the sidecar settings; `bind_keys` are the keys of every bind in the config,
+/// `issued` the intermediate CA the controller issued (for `meshCa.controller`).
 pub fn compile(
     settings: Option<&pb::SidecarSettings>,
     bind_keys: &[&str],
+    issued: Option<Arc<MeshCa>>,
 ) -> Result<Sidecar, Vec<FieldError>> {
     let Some(s) = settings else {
         return Ok(Sidecar::default());
@@ -303,14 +331,45 @@ pub fn compile(
         },
     };
     let mesh_ca = s.mesh_ca.as_ref().and_then(|ca| {
-        let size = match ca.cache_size {
-            0 => mesh_ca::DEFAULT_CACHE_SIZE,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        MeshCa::load(&ca.cert_file, &ca.key_file, size)
-            .map_err(|(field, reason)| push(format!("meshCa.{field}"), reason))
-            .ok()
-            .map(Arc::new)
+        let files = !ca.cert_file.is_empty() || !ca.key_file.is_empty();
+        match (files, ca.controller.is_some()) {
+            (true, true) => {
+                push(
+                    "meshCa.controller".into(),
+                    "set either certFile and keyFile, or controller, not both".into(),
+                );
+                None
+            }
+            (false, false) => {
+                push(
+                    "meshCa".into(),
+                    "set certFile and keyFile, or controller (an intermediate the controller issues)"
+                        .into(),
+                );
+                None
+            }
+            (false, true) => {
+                if issued.is_none() {
+                    push(
+                        "meshCa.controller".into(),
+                        "no intermediate CA has been issued by the controller (only a proxy \
+                         configured over xDS can get one)"
+                            .into(),
+                    );
+                }
+                issued.clone()
+            }
+            (true, false) => {
+                let size = match ca.cache_size {
+                    0 => mesh_ca::DEFAULT_CACHE_SIZE,
+                    n => usize::try_from(n).unwrap_or(usize::MAX),
+                };
+                MeshCa::load(&ca.cert_file, &ca.key_file, size)
+                    .map_err(|(field, reason)| push(format!("meshCa.{field}"), reason))
+                    .ok()
+                    .map(Arc::new)
+            }
+        }
     });
     let mut egress = Vec::new();
     for (i, r) in s.egress.iter().enumerate() {
@@ -395,26 +454,35 @@ fn egress_tls(
     if r.originate_port != 0 && mode != pb::EgressTls::Originate {
         return Err(("originatePort", "only applies with tls ORIGINATE".into()));
     }
-    let ca_file = if r.ca_file.is_empty() {
-        None
-    } else {
-        // Read now so a missing or broken bundle is a config error, not a failed call.
-        let certs = crate::listen::tls::read_certs(&r.ca_file).map_err(|e| ("caFile", e))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| ("caFile", format!("{}: {e}", r.ca_file)))?;
+    // Read now so a missing or broken bundle is a config error, not a failed call.
+    let ca = match (r.ca_file.is_empty(), r.ca_pem.is_empty()) {
+        (true, true) => None,
+        (false, false) => return Err(("caPem", "set at most one of caFile and caPem".into())),
+        (false, true) => {
+            let certs = crate::listen::tls::read_certs(&r.ca_file).map_err(|e| ("caFile", e))?;
+            trust_all(certs).map_err(|e| ("caFile", format!("{}: {e}", r.ca_file)))?;
+            Some(CaBundle::File(r.ca_file.as_str().into()))
         }
-        Some(Arc::<str>::from(r.ca_file.as_str()))
+        (true, false) => {
+            let certs = rustls_pemfile::certs(&mut r.ca_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ("caPem", format!("invalid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(("caPem", "holds no PEM certificate".into()));
+            }
+            trust_all(certs).map_err(|e| ("caPem", e))?;
+            Some(CaBundle::Pem(r.ca_pem.as_str().into()))
+        }
     };
     Ok(match mode {
         pb::EgressTls::Passthrough => {
-            if ca_file.is_some() {
-                return Err((
-                    "caFile",
-                    "only applies with tls ORIGINATE or INTERCEPT".into(),
-                ));
+            if ca.is_some() {
+                let field = if r.ca_pem.is_empty() {
+                    "caFile"
+                } else {
+                    "caPem"
+                };
+                return Err((field, "only applies with tls ORIGINATE or INTERCEPT".into()));
             }
             EgressTls::Passthrough
         }
@@ -423,7 +491,7 @@ fn egress_tls(
                 0 => None,
                 p => Some(port(p).map_err(|e| ("originatePort", e))?),
             },
-            ca_file,
+            ca,
         },
         pb::EgressTls::Intercept => {
             if !has_mesh_ca {
@@ -433,9 +501,18 @@ fn egress_tls(
                         .into(),
                 ));
             }
-            EgressTls::Intercept { ca_file }
+            EgressTls::Intercept { ca }
         }
     })
+}
+
+/// Checks that rustls accepts every certificate as a trust anchor.
+fn trust_all(certs: Vec<rustls::pki_types::CertificateDer<'static>>) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn to_action(a: pb::OutboundAction) -> OutboundAction {
@@ -499,7 +576,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let errs = compile(Some(&settings), &["egress"]).unwrap_err();
+        let errs = compile(Some(&settings), &["egress"], None).unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -510,6 +587,73 @@ mod tests {
             ]
         );
         assert!(errs[0].reason.contains("no bind has key \"nope\""));
+    }
+
+    #[test]
+    fn a_controller_issued_mesh_ca_and_inline_ca_pem_are_checked() {
+        let intercept = |ca_file: &str, ca_pem: &str| pb::EgressRule {
+            hostnames: vec!["llm.test".into()],
+            tls: pb::EgressTls::Intercept as i32,
+            ca_file: ca_file.into(),
+            ca_pem: ca_pem.into(),
+            ..Default::default()
+        };
+        let settings = |rule: pb::EgressRule, mesh_ca: pb::MeshCa| pb::SidecarSettings {
+            egress: vec![rule],
+            mesh_ca: Some(mesh_ca),
+            ..Default::default()
+        };
+        let controller = pb::MeshCa {
+            controller: Some(pb::ControllerIssuedCa {}),
+            ..Default::default()
+        };
+        // Controller-issued, before any intermediate was issued: a clear error.
+        let errs = compile(
+            Some(&settings(intercept("", ""), controller.clone())),
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].field, "meshCa.controller");
+        assert!(errs[0].reason.contains("no intermediate"), "{}", errs[0]);
+        // Files and controller together.
+        let both = pb::MeshCa {
+            cert_file: "ca.crt".into(),
+            ..controller.clone()
+        };
+        let errs = compile(Some(&settings(intercept("", ""), both)), &[], None).unwrap_err();
+        assert!(errs[0].reason.contains("not both"), "{}", errs[0]);
+        // Neither.
+        let errs = compile(
+            Some(&settings(intercept("", ""), pb::MeshCa::default())),
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].field, "meshCa");
+        // caPem: PEM certificates, and not next to caFile.
+        let errs = compile(
+            Some(&settings(intercept("", "not pem"), controller.clone())),
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "egress[0].caPem" && e.reason.contains("no PEM")),
+            "{errs:?}"
+        );
+        let errs = compile(
+            Some(&settings(intercept("ca.crt", "x"), controller)),
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "egress[0].caPem" && e.reason.contains("at most one")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! serving and reconnects with exponential backoff and jitter, sending the versions it
 //! holds so the controller sends only what changed meanwhile.
 //!
+//! A config whose mesh CA is controller-issued (`meshCa.controller`) is applied only once
+//! an intermediate for it is held ([`issued_ca`]): the client asks the controller for one
+//! before compiling, and renews it from the same loop that reads responses.
+//!
 //! The resource naming and the mapping between flat [`Resources`] and named
 //! [`ConfigResource`]s live here too, and the controller uses them, so both ends agree.
 //! This module must not know where the controller gets its resources from.
@@ -29,7 +33,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::file::Resources;
-use super::{CompileContext, ConfigError, Store, compile};
+use super::{CompileContext, ConfigError, Store, compile, issued_ca};
 use crate::admin::Readiness;
 use crate::telemetry::Metrics;
 
@@ -181,7 +185,7 @@ impl XdsClient {
                 } else {
                     failures.saturating_add(1)
                 };
-                tokio::time::sleep(backoff(failures)).await;
+                self.pause(&held, backoff(failures)).await;
             }
         })
     }
@@ -226,9 +230,24 @@ impl XdsClient {
             .into_inner();
         self.metrics.xds.set_connected(true);
         tracing::info!(controller = %self.options.address, node = %self.options.node_id, "xDS stream open");
-        while let Some(response) = responses.message().await? {
+        loop {
+            // A controller-issued mesh CA due for renewal (or a retry) interrupts the wait.
+            let needed = issued_ca::Wants::of(&assemble(held.values().map(|h| &h.resource)));
+            let renewal = self.ctx.issued_ca.next_attempt(needed.is_some(), backoff);
+            let response = tokio::select! {
+                response = responses.message() => response?,
+                () = sleep_until(renewal) => {
+                    if let Some(wants) = needed {
+                        self.renew_ca(held, &wants).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(response) = response else {
+                break;
+            };
             *got_response = true;
-            let error_detail = self.apply(held, &response).err().map(|e| Status {
+            let error_detail = self.apply(held, &response).await.err().map(|e| Status {
                 code: INVALID_ARGUMENT,
                 message: e.to_string(),
             });
@@ -254,8 +273,108 @@ impl XdsClient {
             .map_err(|e| SessionError::Local(format!("cannot read {}: {e}", path.display())))
     }
 
+    /// Waits `pause` before reconnecting, renewing the intermediate meanwhile when it is
+    /// due: a controller that is away is tried (and the failure counted) on the
+    /// renewal's own schedule too, not only when the stream comes back.
+    async fn pause(&self, held: &BTreeMap<String, Held>, pause: Duration) {
+        let until = tokio::time::Instant::now() + pause;
+        loop {
+            let needed = issued_ca::Wants::of(&assemble(held.values().map(|h| &h.resource)));
+            let renewal = self.ctx.issued_ca.next_attempt(needed.is_some(), backoff);
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return,
+                () = sleep_until(renewal) => {
+                    if let Some(wants) = needed {
+                        self.renew_ca(held, &wants).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks for a new intermediate for `wants` (renewal, or a retry after a failure) and,
+    /// on success, applies the held resources again so the new CA is the one minting. A
+    /// failure keeps the current intermediate and is retried with backoff.
+    async fn renew_ca(&self, held: &BTreeMap<String, Held>, wants: &issued_ca::Wants) {
+        if self.fetch_ca(wants).await.is_err() {
+            return;
+        }
+        let resources = assemble(held.values().map(|h| &h.resource));
+        match self.install(resources).await {
+            Ok(()) => tracing::info!("configuration applied with the new intermediate CA"),
+            Err(e) => {
+                tracing::warn!(error = %e, "held configuration still rejected; serving the previous one")
+            }
+        }
+    }
+
+    /// Requests an intermediate for `wants` and holds it; logs and counts the outcome.
+    async fn fetch_ca(&self, wants: &issued_ca::Wants) -> Result<(), String> {
+        let client = issued_ca::CaClient {
+            address: self.options.address.clone(),
+            node_id: self.options.node_id.clone(),
+            token_file: self.options.token_file.clone(),
+        };
+        match client.request(wants).await {
+            Ok(issued) => {
+                let expires = issued
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                self.metrics.xds.record_intermediate(Some(expires));
+                tracing::info!(
+                    permitted = ?issued.permitted_dns,
+                    expires_unix = expires,
+                    "intermediate CA issued by the controller"
+                );
+                self.ctx.issued_ca.set(issued);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.xds.record_intermediate(None);
+                let failures = self.ctx.issued_ca.failed();
+                let keeping = self.ctx.issued_ca.current_ca().is_some();
+                tracing::warn!(
+                    error = %e,
+                    failures,
+                    keeping_current = keeping,
+                    "cannot get an intermediate CA from the controller; will retry"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Compiles `resources` and installs them: first making sure a controller-issued
+    /// mesh CA they ask for is held (requested now if there is none for their INTERCEPT
+    /// hostnames, or it expired), so a config is never applied without the CA it mints
+    /// with.
+    async fn install(&self, resources: Resources) -> Result<(), ConfigError> {
+        match issued_ca::Wants::of(&resources) {
+            Some(wants) => {
+                if self.ctx.issued_ca.usable_for(&wants).is_none() {
+                    self.fetch_ca(&wants).await.map_err(|reason| {
+                        ConfigError::Invalid(vec![super::FieldError {
+                            resource: "sidecar settings".into(),
+                            field: "meshCa.controller".into(),
+                            reason: format!(
+                                "cannot get an intermediate CA from the controller: {reason}"
+                            ),
+                        }])
+                    })?;
+                }
+            }
+            None => self.ctx.issued_ca.clear(),
+        }
+        let config = compile(resources, &self.ctx)
+            .and_then(|config| super::watch::new_binds_can_listen(&self.store.load(), config))?;
+        super::watch::install(&self.store, &self.ctx, config);
+        self.readiness.set_ready();
+        Ok(())
+    }
+
     /// Merges a response into what was received and applies the result if it compiles.
-    fn apply(
+    async fn apply(
         &self,
         held: &mut BTreeMap<String, Held>,
         response: &DeltaDiscoveryResponse,
@@ -309,14 +428,10 @@ impl XdsClient {
             held.remove(name);
         }
         let resources = assemble(held.values().map(|h| &h.resource));
-        let outcome = compile(resources, &self.ctx)
-            .and_then(|config| super::watch::new_binds_can_listen(&self.store.load(), config));
-        match outcome {
-            Ok(config) => {
-                super::watch::install(&self.store, &self.ctx, config);
+        match self.install(resources).await {
+            Ok(()) => {
                 self.metrics.xds.record_update(true);
                 self.metrics.record_config_reload("xds", true);
-                self.readiness.set_ready();
                 tracing::info!(
                     nonce = %response.nonce,
                     changed = response.resources.len(),
@@ -333,6 +448,14 @@ impl XdsClient {
                 Err(e)
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -72,6 +72,9 @@ pub enum UpstreamConfigError {
     /// Only one of `tls.certFile` and `tls.keyFile` is set.
     #[error("tls.certFile and tls.keyFile must be set together")]
     CertWithoutKey,
+    /// Both `tls.caFile` and `tls.caPem` are set.
+    #[error("tls.caPem: set at most one of tls.caFile and tls.caPem")]
+    CaFileAndPem,
     /// A file named by the spec cannot be read.
     #[error("{field}: cannot read {path}: {source}")]
     ReadFile {
@@ -111,6 +114,7 @@ impl UpstreamConfigError {
             Self::Protocol(_) => "protocol",
             Self::Sni { .. } => "tls.sni",
             Self::CertWithoutKey => "tls.certFile",
+            Self::CaFileAndPem => "tls.caPem",
             Self::ReadFile { field, .. }
             | Self::InvalidFile { field, .. }
             | Self::Tls { field, .. } => field,

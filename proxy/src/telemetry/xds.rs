@@ -1,7 +1,8 @@
 //! Metrics of the xDS client: whether the stream to the controller is up, and the
 //! updates received by outcome (`applied` or `rejected`). The time since the last applied
 //! update is `agentmesh_config_last_reload_success_timestamp_seconds`, shared with the
-//! file source.
+//! file source. Also the intermediate CA requests of a sidecar that intercepts TLS
+//! (`issued` or `failed`) and when the current intermediate expires.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +20,8 @@ struct OutcomeLabelSet {
 pub struct XdsMetrics {
     connected: Gauge,
     updates: Family<OutcomeLabelSet, Counter>,
+    intermediate_requests: Family<OutcomeLabelSet, Counter>,
+    intermediate_expiry: Gauge,
 }
 
 impl XdsMetrics {
@@ -35,7 +38,33 @@ impl XdsMetrics {
             "xDS updates received, by outcome (applied, or rejected with a NACK)",
             m.updates.clone(),
         );
+        registry.register(
+            "mesh_ca_intermediate_requests",
+            "Requests for an intermediate CA to the controller, by outcome (issued, failed)",
+            m.intermediate_requests.clone(),
+        );
+        registry.register(
+            "mesh_ca_intermediate_expiry_timestamp_seconds",
+            "When the controller-issued intermediate CA in use expires (Unix time); 0 without one",
+            m.intermediate_expiry.clone(),
+        );
         m
+    }
+
+    /// Counts one intermediate CA request; `expires` is the new one's expiry (Unix
+    /// seconds) when it was issued.
+    pub fn record_intermediate(&self, expires: Option<i64>) {
+        let outcome = if expires.is_some() {
+            "issued"
+        } else {
+            "failed"
+        };
+        self.intermediate_requests
+            .get_or_create(&OutcomeLabelSet { outcome })
+            .inc();
+        if let Some(t) = expires {
+            self.intermediate_expiry.set(t);
+        }
     }
 
     /// Records whether the stream is open.

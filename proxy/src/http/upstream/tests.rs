@@ -358,6 +358,40 @@ async fn tls_verifies_the_server_against_ca_file_and_sni() {
 }
 
 #[tokio::test]
+async fn tls_trusts_an_inline_ca_pem_like_a_ca_file() {
+    let pki = Pki::new();
+    let server = start_server(Some(pki.server_config(&[b"http/1.1"], false))).await;
+    let inline = UpstreamTls {
+        ca_file: String::new(),
+        ca_pem: std::fs::read_to_string(pki.path("ca.pem")).expect("ca pem"),
+        ..pki.client_tls("backend.test")
+    };
+    let spec = backend(server.addr, UpstreamProtocol::Http1, Some(inline.clone()));
+    let client = UpstreamClient::new("be", &spec, None).expect("client");
+    let response = client
+        .send(get("backend.test", "/"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Both at once, or PEM without a certificate: refused, naming tls.caPem.
+    for tls in [
+        UpstreamTls {
+            ca_file: pki.path("ca.pem"),
+            ..inline.clone()
+        },
+        UpstreamTls {
+            ca_pem: "not pem".to_owned(),
+            ..inline
+        },
+    ] {
+        let spec = backend(server.addr, UpstreamProtocol::Http1, Some(tls));
+        let err = UpstreamClient::new("be", &spec, None).expect_err("refused");
+        assert_eq!(err.field(), "tls.caPem", "{err}");
+    }
+}
+
+#[tokio::test]
 async fn tls_with_a_name_the_certificate_lacks_is_a_connect_error() {
     let pki = Pki::new();
     let server = start_server(Some(pki.server_config(&[b"http/1.1"], false))).await;

@@ -50,7 +50,7 @@ impl TlsOrigination {
                     algorithms: provider.signature_verification_algorithms,
                 }))
         } else {
-            builder.with_root_certificates(root_store(&spec.ca_file)?)
+            builder.with_root_certificates(root_store(&spec.ca_file, &spec.ca_pem)?)
         };
         let mut config = match (spec.cert_file.is_empty(), spec.key_file.is_empty()) {
             (true, true) => builder.with_no_client_auth(),
@@ -94,19 +94,27 @@ fn server_name(
     }
 }
 
-/// Trust anchors: the PEM bundle at `ca_file`, or the bundled web PKI roots when empty.
-fn root_store(ca_file: &str) -> Result<RootCertStore, UpstreamConfigError> {
-    if ca_file.is_empty() {
-        return Ok(RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        });
-    }
+/// Trust anchors: the PEM bundle at `ca_file` or in `ca_pem` (at most one), or the
+/// bundled web PKI roots when both are empty.
+fn root_store(ca_file: &str, ca_pem: &str) -> Result<RootCertStore, UpstreamConfigError> {
+    let (field, certs) = match (ca_file.is_empty(), ca_pem.is_empty()) {
+        (true, true) => {
+            return Ok(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            });
+        }
+        (false, true) => ("tls.caFile", read_certs("tls.caFile", ca_file)?),
+        (true, false) => (
+            "tls.caPem",
+            pem_certs("tls.caPem", "caPem", ca_pem.as_bytes())?,
+        ),
+        (false, false) => return Err(UpstreamConfigError::CaFileAndPem),
+    };
     let mut roots = RootCertStore::empty();
-    for cert in read_certs("tls.caFile", ca_file)? {
-        roots.add(cert).map_err(|source| UpstreamConfigError::Tls {
-            field: "tls.caFile",
-            source,
-        })?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|source| UpstreamConfigError::Tls { field, source })?;
     }
     Ok(roots)
 }
@@ -117,17 +125,27 @@ fn read_certs(
     path: &str,
 ) -> Result<Vec<CertificateDer<'static>>, UpstreamConfigError> {
     let pem = read_file(field, path)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(pem.as_slice()))
+    pem_certs(field, path, &pem)
+}
+
+/// Every certificate of PEM text (from `source`: a path, or the field holding it
+/// inline); an error when there is none.
+fn pem_certs(
+    field: &'static str,
+    source: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, UpstreamConfigError> {
+    let certs = rustls_pemfile::certs(&mut BufReader::new(pem))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| UpstreamConfigError::InvalidFile {
             field,
-            path: path.to_owned(),
+            path: source.to_owned(),
             reason: format!("invalid PEM: {err}"),
         })?;
     if certs.is_empty() {
         return Err(UpstreamConfigError::InvalidFile {
             field,
-            path: path.to_owned(),
+            path: source.to_owned(),
             reason: "no certificate found".to_owned(),
         });
     }

@@ -21,14 +21,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use agentmesh_proto::config::v1::{HostBackend, UpstreamProtocol, UpstreamTls};
+use agentmesh_proto::config::v1::{HostBackend, UpstreamProtocol};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::Store;
 use crate::config::ir::{Backend, BackendKind, Policies};
-use crate::config::sidecar::{EgressTls, OutboundAction};
+use crate::config::sidecar::{CaBundle, EgressTls, OutboundAction};
 use crate::http::body::{self, Body};
 use crate::http::error::ProxyError;
 use crate::http::forward::{self, Head, Outbound, OutboundBody};
@@ -68,7 +68,7 @@ pub struct TlsTarget {
     /// The name sent in SNI and verified in the server's certificate.
     pub server_name: String,
     /// CA bundle verifying the server; `None`: the web PKI roots.
-    pub ca_file: Option<Arc<str>>,
+    pub ca: Option<CaBundle>,
 }
 
 impl Target {
@@ -138,11 +138,10 @@ impl PassthroughBackends {
         let spec = HostBackend {
             address: target.addr.to_string(),
             protocol: protocol as i32,
-            tls: target.tls.as_ref().map(|t| UpstreamTls {
-                ca_file: t.ca_file.as_deref().unwrap_or_default().to_owned(),
-                sni: t.server_name.clone(),
-                ..UpstreamTls::default()
-            }),
+            tls: target
+                .tls
+                .as_ref()
+                .map(|t| CaBundle::upstream_tls(t.ca.as_ref(), &t.server_name)),
         };
         let name = target.backend_name();
         let client =
@@ -197,7 +196,7 @@ pub enum Side {
         /// The client's SNI (or the destination address when it sent none).
         server_name: String,
         /// CA bundle verifying the real server.
-        ca_file: Option<Arc<str>>,
+        ca: Option<CaBundle>,
     },
     /// Inbound: to the app on loopback.
     Inbound,
@@ -317,24 +316,17 @@ impl CapturedHttp {
     fn target(&self, host: Option<&str>, tls: Option<&EgressTls>) -> Target {
         match (&self.side, tls, host) {
             (Side::Inbound, _, _) => Target::inbound(self.dst, self.h2),
-            (
-                Side::Intercepted {
-                    server_name,
-                    ca_file,
-                },
-                _,
-                _,
-            ) => Target {
+            (Side::Intercepted { server_name, ca }, _, _) => Target {
                 tls: Some(TlsTarget {
                     server_name: server_name.clone(),
-                    ca_file: ca_file.clone(),
+                    ca: ca.clone(),
                 }),
                 ..Target::plain(self.dst, false)
             },
-            (Side::Outbound, Some(EgressTls::Originate { port, ca_file }), Some(host)) => Target {
+            (Side::Outbound, Some(EgressTls::Originate { port, ca }), Some(host)) => Target {
                 tls: Some(TlsTarget {
                     server_name: host.to_owned(),
-                    ca_file: ca_file.clone(),
+                    ca: ca.clone(),
                 }),
                 ..Target::plain(
                     SocketAddr::new(self.dst.ip(), port.unwrap_or(self.dst.port())),

@@ -3,10 +3,15 @@
 //! a bounded cache (least recently used evicted) so a name is minted once, not per
 //! connection.
 //!
+//! The CA is either loaded from files ([`MeshCa::load`]) or an intermediate the
+//! controller issued to this proxy ([`MeshCa::from_issued`], see
+//! `config::issued_ca`): then the leaves chain leaf → intermediate, and the app's trust in
+//! the mesh root verifies them.
+//!
 //! A name that is an IP address (a ClientHello without SNI is minted for its original
-//! destination's address) gets an IP SAN. Minting is CPU work only (one ECDSA P-256 key and one signature, well under a
-//! millisecond); it never touches the filesystem. The CA key never leaves this struct:
-//! `Debug` shows the CA's file path, not its key.
+//! destination's address) gets an IP SAN. Minting is CPU work only (one ECDSA P-256 key
+//! and one signature, well under a millisecond); it never touches the filesystem. The CA
+//! key never leaves this struct: `Debug` shows where the CA came from, not its key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,7 +60,8 @@ pub enum MintError {
 
 /// A loaded mesh CA with its cache of minted leaves.
 pub struct MeshCa {
-    cert_file: String,
+    /// Where the CA came from (its certificate file, or the controller), for `Debug`.
+    source: String,
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
     cache: Mutex<LeafCache>,
@@ -64,7 +70,7 @@ pub struct MeshCa {
 impl std::fmt::Debug for MeshCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshCa")
-            .field("cert_file", &self.cert_file)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
@@ -107,8 +113,54 @@ impl MeshCa {
                 format!("{cert_file} is not a CA certificate rcgen can read: {e}"),
             )
         })?;
-        let ca = MeshCa {
-            cert_file: cert_file.to_owned(),
+        let ca = MeshCa::new(cert_file.to_owned(), issuer, ca_der, cache_size);
+        // Prove the key matches the certificate now, not on the first intercepted call.
+        let probe = ca
+            .mint("agentmesh-probe.invalid")
+            .map_err(|e| ("keyFile", e.to_string()))?;
+        verify_chain(&probe, &ca.ca_der, &[]).map_err(|e| {
+            (
+                "keyFile",
+                format!("{key_file} does not sign certificates that {cert_file} verifies: {e}"),
+            )
+        })?;
+        Ok(ca)
+    }
+
+    /// A CA from an intermediate the controller issued: `intermediate` (DER) is the
+    /// certificate of `key`, signed by `root` (DER), the anchor the app trusts. `probe` is
+    /// a name the intermediate may sign for (inside its name constraints): a leaf for it
+    /// must verify against `root` through the intermediate before the CA is used.
+    pub fn from_issued(
+        intermediate: CertificateDer<'static>,
+        key: KeyPair,
+        root: &CertificateDer<'static>,
+        probe: &str,
+        cache_size: usize,
+    ) -> Result<MeshCa, String> {
+        let issuer = Issuer::from_ca_cert_der(&intermediate, key)
+            .map_err(|e| format!("the intermediate is not a CA certificate rcgen can read: {e}"))?;
+        let ca = MeshCa::new(
+            "intermediate issued by the controller".into(),
+            issuer,
+            intermediate.clone(),
+            cache_size,
+        );
+        let minted = ca.mint(probe).map_err(|e| e.to_string())?;
+        verify_chain(&minted, root, &[intermediate]).map_err(|e| {
+            format!("a leaf minted with the intermediate does not verify against the root: {e}")
+        })?;
+        Ok(ca)
+    }
+
+    fn new(
+        source: String,
+        issuer: Issuer<'static, KeyPair>,
+        ca_der: CertificateDer<'static>,
+        cache_size: usize,
+    ) -> MeshCa {
+        MeshCa {
+            source,
             issuer,
             ca_der,
             cache: Mutex::new(LeafCache {
@@ -116,18 +168,7 @@ impl MeshCa {
                 clock: 0,
                 leaves: HashMap::new(),
             }),
-        };
-        // Prove the key matches the certificate now, not on the first intercepted call.
-        let probe = ca
-            .mint("agentmesh-probe.invalid")
-            .map_err(|e| ("keyFile", e.to_string()))?;
-        verify_chain(&probe, &ca.ca_der).map_err(|e| {
-            (
-                "keyFile",
-                format!("{key_file} does not sign certificates that {cert_file} verifies: {e}"),
-            )
-        })?;
-        Ok(ca)
+        }
     }
 
     /// The CA certificate (DER), as the app must trust it.
@@ -231,18 +272,19 @@ impl MeshCa {
     }
 }
 
-/// Checks that the probe leaf chains to the CA.
+/// Checks that the probe leaf chains to `anchor` (through `intermediates`).
 fn verify_chain(
     (chain, _): &(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
-    ca: &CertificateDer<'static>,
+    anchor: &CertificateDer<'static>,
+    intermediates: &[CertificateDer<'static>],
 ) -> Result<(), String> {
-    let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| e.to_string())?;
+    let anchor = webpki::anchor_from_trusted_cert(anchor).map_err(|e| e.to_string())?;
     let leaf = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| e.to_string())?;
     let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
     leaf.verify_for_usage(
         algs.all,
         &[anchor],
-        &[],
+        intermediates,
         rustls::pki_types::UnixTime::now(),
         webpki::KeyUsage::server_auth(),
         None,

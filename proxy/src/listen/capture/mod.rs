@@ -41,7 +41,7 @@ pub use self::orig_dst::{LoopGuard, OrigDstSource, SoOriginalDst};
 use self::sniff::{Detected, Prefixed};
 use super::Listeners;
 use crate::config::Store;
-use crate::config::sidecar::{EgressTls, OutboundAction};
+use crate::config::sidecar::{CaBundle, EgressTls, OutboundAction};
 use crate::http::service::ConnContext;
 use crate::http::upstream::ConnectionObserver;
 use crate::telemetry::metrics::{ConnectionErrorReason, Metrics};
@@ -482,11 +482,11 @@ impl Shared {
                 );
                 opaque::reset(tcp);
             }
-            (OutboundAction::Allow, EgressTls::Intercept { ca_file })
+            (OutboundAction::Allow, EgressTls::Intercept { ca })
                 if protocol == CapturedProtocol::Tls =>
             {
                 drop(tunnel);
-                self.intercept(tcp, prefix, peer, dst, name, ca_file).await;
+                self.intercept(tcp, prefix, peer, dst, name, ca).await;
             }
             (OutboundAction::Allow, _) => {
                 if protocol == CapturedProtocol::Tls {
@@ -508,7 +508,7 @@ impl Shared {
         peer: SocketAddr,
         dst: SocketAddr,
         sni: Option<String>,
-        ca_file: Option<Arc<str>>,
+        server_ca: Option<CaBundle>,
     ) {
         let Some(ca) = self.store.load().sidecar.mesh_ca.clone() else {
             // The compiler refuses INTERCEPT without a mesh CA; a reset is the safe answer.
@@ -546,7 +546,7 @@ impl Shared {
         tracing::debug!(%peer, %dst, sni = %server_name, "intercepted TLS");
         let side = Side::Intercepted {
             server_name: server_name.clone(),
-            ca_file,
+            ca: server_ca,
         };
         self.serve_http(stream, peer, dst, false, side, Some(server_name))
             .await;
