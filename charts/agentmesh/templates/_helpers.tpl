@@ -54,12 +54,8 @@ An image reference. Call with (dict "root" $ "image" .Values.x.image "name" "age
 {{- define "agentmesh.generatedCertDir" -}}/var/run/agentmesh/webhook{{- end }}
 
 {{/*
-The arguments that make the controller serve the sidecar injection webhook.
-
-PENDING: the flags of the webhook server and of injection arrive with the injector
-crate (issue 6; the certificate flags are in); until the controller accepts them,
-controller/tests/chart/main.rs lists them in PENDING_FLAGS. When the real flag names
-land, change them here and only here.
+The arguments that make the controller serve the sidecar injection webhook (every
+one of them is checked against the controller's own flags by controller/tests/chart).
 */}}
 {{- define "agentmesh.webhookArgs" -}}
 - --webhook-addr=0.0.0.0:{{ .Values.webhook.port }}
@@ -74,7 +70,21 @@ land, change them here and only here.
 - --proxy-image={{ include "agentmesh.image" (dict "root" . "image" .Values.proxy.image "name" "agentmesh-proxy") }}
 - --init-image={{ include "agentmesh.image" (dict "root" . "image" .Values.init.image "name" "agentmesh-init") }}
 - --image-pull-policy={{ .Values.image.pullPolicy }}
-- --native-sidecar={{ .Values.injection.nativeSidecar }}
+- --native-sidecar={{ include "agentmesh.nativeSidecar" . }}
 - --sidecar-xds-address={{ include "agentmesh.xdsAddress" . }}
 - --metrics-addr=0.0.0.0:{{ .Values.controller.metricsPort }}
+{{- end }}
+
+{{/*
+Whether injected proxies are native sidecars: `injection.nativeSidecar`, where `auto`
+means yes on Kubernetes 1.29 and later (the cluster Helm installs into; `helm template`
+assumes its own default version unless given `--kube-version`).
+*/}}
+{{- define "agentmesh.nativeSidecar" -}}
+{{- $native := .Values.injection.nativeSidecar -}}
+{{- if eq (toString $native) "auto" -}}
+{{- semverCompare ">=1.29.0-0" .Capabilities.KubeVersion.Version -}}
+{{- else -}}
+{{- $native -}}
+{{- end -}}
 {{- end }}

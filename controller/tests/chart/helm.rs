@@ -103,6 +103,17 @@ impl Rendered {
 
 /// `helm template` with `sets`, or helm's error output.
 pub fn try_render(sets: &[&str]) -> Result<Rendered, String> {
+    try_render_for(sets, None)
+}
+
+/// [`render`] for a cluster of Kubernetes `version` (`helm template --kube-version`).
+pub fn render_for_kube(sets: &[&str], version: &str) -> Rendered {
+    try_render_for(sets, Some(version)).unwrap_or_else(|e| {
+        panic!("helm template --kube-version {version} --set {sets:?} failed:\n{e}")
+    })
+}
+
+fn try_render_for(sets: &[&str], kube_version: Option<&str>) -> Result<Rendered, String> {
     let chart = chart_dir();
     let mut args = vec![
         "template",
@@ -112,6 +123,9 @@ pub fn try_render(sets: &[&str]) -> Result<Rendered, String> {
         NAMESPACE,
         "--include-crds",
     ];
+    if let Some(version) = kube_version {
+        args.extend(["--kube-version", version]);
+    }
     for set in sets {
         args.extend(["--set", set]);
     }

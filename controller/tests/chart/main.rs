@@ -25,7 +25,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use helm::{Rendered, chart_dir, helm, parse_yaml_stream, render, try_render, validate};
+use helm::{
+    Rendered, chart_dir, helm, parse_yaml_stream, render, render_for_kube, try_render, validate,
+};
 
 /// Every documented option of values.yaml, as `--set` arguments, with its name.
 const OPTIONS: &[(&str, &[&str])] = &[
@@ -446,9 +448,24 @@ fn image_values_override_every_image() {
 
 #[test]
 fn classic_sidecar_option_reaches_the_injector() {
-    assert_eq!(render(&[]).flag("--native-sidecar"), Some("true"));
-    let classic = render(&["injection.nativeSidecar=false"]);
+    // `auto` (the default): native sidecars from Kubernetes 1.29 on, classic before.
+    for (version, native) in [
+        ("1.27.9", "false"),
+        ("1.28.15", "false"),
+        ("1.29.0", "true"),
+        ("1.33.2", "true"),
+    ] {
+        assert_eq!(
+            render_for_kube(&[], version).flag("--native-sidecar"),
+            Some(native),
+            "Kubernetes {version}"
+        );
+    }
+    // An explicit value wins over the cluster's version.
+    let classic = render_for_kube(&["injection.nativeSidecar=false"], "1.33.2");
     assert_eq!(classic.flag("--native-sidecar"), Some("false"));
+    let native = render_for_kube(&["injection.nativeSidecar=true"], "1.28.15");
+    assert_eq!(native.flag("--native-sidecar"), Some("true"));
 }
 
 #[test]
