@@ -245,6 +245,7 @@ impl CaClient {
             intermediate,
             key,
             &root,
+            not_after,
             &wants.probe_name(),
             wants.cache_size,
         )?;

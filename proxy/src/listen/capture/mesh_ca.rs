@@ -64,6 +64,9 @@ pub struct MeshCa {
     source: String,
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
+    /// When the CA itself expires, if known (an issued intermediate): no leaf is minted to
+    /// outlive it, since a client refuses the chain once any link has expired.
+    expires: Option<SystemTime>,
     cache: Mutex<LeafCache>,
 }
 
@@ -131,21 +134,24 @@ impl MeshCa {
     /// certificate of `key`, signed by `root` (DER), the anchor the app trusts. `probe` is
     /// a name the intermediate may sign for (inside its name constraints): a leaf for it
     /// must verify against `root` through the intermediate before the CA is used.
+    /// `expires` is the intermediate's `notAfter`: minted leaves never outlive it.
     pub fn from_issued(
         intermediate: CertificateDer<'static>,
         key: KeyPair,
         root: &CertificateDer<'static>,
+        expires: SystemTime,
         probe: &str,
         cache_size: usize,
     ) -> Result<MeshCa, String> {
         let issuer = Issuer::from_ca_cert_der(&intermediate, key)
             .map_err(|e| format!("the intermediate is not a CA certificate rcgen can read: {e}"))?;
-        let ca = MeshCa::new(
+        let mut ca = MeshCa::new(
             "intermediate issued by the controller".into(),
             issuer,
             intermediate.clone(),
             cache_size,
         );
+        ca.expires = Some(expires);
         let minted = ca.mint(probe).map_err(|e| e.to_string())?;
         verify_chain(&minted, root, &[intermediate]).map_err(|e| {
             format!("a leaf minted with the intermediate does not verify against the root: {e}")
@@ -163,6 +169,7 @@ impl MeshCa {
             source,
             issuer,
             ca_der,
+            expires: None,
             cache: Mutex::new(LeafCache {
                 capacity: cache_size.max(1),
                 clock: 0,
@@ -252,7 +259,8 @@ impl MeshCa {
         params.distinguished_name = dn;
         let now = SystemTime::now();
         params.not_before = (now - CLOCK_SKEW).into();
-        params.not_after = (now + LEAF_VALIDITY).into();
+        let not_after = now + LEAF_VALIDITY;
+        params.not_after = self.expires.map_or(not_after, |e| e.min(not_after)).into();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -346,5 +354,44 @@ mod tests {
         let (field, reason) = MeshCa::load(&c, &other.display().to_string(), 8).unwrap_err();
         assert_eq!(field, "keyFile");
         assert!(reason.contains("does not sign"), "{reason}");
+    }
+
+    #[test]
+    fn leaves_of_an_issued_intermediate_never_outlive_it() {
+        // A root, and an intermediate of it that expires in two hours.
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        root.distinguished_name.push(DnType::CommonName, "root");
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root, root_key);
+        let key = KeyPair::generate().unwrap();
+        let expires = SystemTime::now() + Duration::from_secs(2 * 3600);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.distinguished_name.push(DnType::CommonName, "pod");
+        params.not_after = expires.into();
+        let intermediate = params.signed_by(&key, &root_issuer).unwrap();
+
+        let ca = MeshCa::from_issued(
+            intermediate.der().clone(),
+            key,
+            root_cert.der(),
+            expires,
+            "api.example.com",
+            4,
+        )
+        .unwrap();
+        let (chain, _) = ca.mint("api.example.com").unwrap();
+        assert_eq!(chain.len(), 2, "leaf and intermediate");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        let leaf_expiry = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(leaf.validity().not_after.timestamp().try_into().unwrap());
+        // Minted for 24 hours otherwise; capped at the intermediate's expiry (whole
+        // seconds in the certificate).
+        assert!(leaf_expiry <= expires, "{leaf_expiry:?} > {expires:?}");
+        assert!(leaf_expiry + Duration::from_secs(2) >= expires);
     }
 }
