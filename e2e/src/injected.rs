@@ -22,6 +22,38 @@ pub const CONTROLLER_SERVICE: &str = "agentmesh-controller.agentmesh-system.svc"
 /// controller in folder mode accepts.
 pub const XDS_TOKEN: &str = "e2e-injected-pod-token";
 
+/// Fails (never skips) unless this runs as root with what an injected pod's scenario
+/// needs: iproute2, iptables, setpriv, timeout, mount, curl, bash and python3.
+pub fn require_tools() -> crate::Result<()> {
+    crate::require_root()?;
+    sidecar::require_tools(&[
+        "ip",
+        "iptables",
+        "ip6tables",
+        "setpriv",
+        "timeout",
+        "mount",
+        "curl",
+        "bash",
+        "/usr/bin/python3",
+    ])
+}
+
+/// The sidecar's `/metrics` as seen from inside `pod` (its Prometheus port, 16020).
+pub fn sidecar_metrics(pod: &crate::Pod) -> String {
+    sidecar::text(&sidecar::exec_as(
+        pod,
+        0,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:16020/metrics",
+        ],
+    ))
+}
+
 /// The plain pod manifests the scenarios inject (`e2e/tests/pods/`).
 pub fn pods_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pods")

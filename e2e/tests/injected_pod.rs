@@ -27,9 +27,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use agentmesh_e2e::injected::Scenario;
+use agentmesh_e2e::injected::{self, Scenario};
 use agentmesh_e2e::kubelet::{EventKind, Image, ImageTable, RunningPod};
-use agentmesh_e2e::sidecar::{self, exec_as, metric, text};
+use agentmesh_e2e::sidecar::{exec_as, metric, text};
 
 fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
     result.unwrap_or_else(|e| panic!("{e}"))
@@ -39,21 +39,6 @@ fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
 /// need and removes them when its pod goes, which would pull them from under another
 /// pod's hooks and probes.
 static ONE_POD_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn tools() {
-    ok(agentmesh_e2e::require_root());
-    ok(sidecar::require_tools(&[
-        "ip",
-        "iptables",
-        "ip6tables",
-        "setpriv",
-        "timeout",
-        "mount",
-        "curl",
-        "bash",
-        "/usr/bin/python3",
-    ]));
-}
 
 /// The agentmesh images, and the app's: the host's curl (and its shell), run as
 /// curlimages/curl runs it (USER 100:101); the host's `/usr/bin/python3` as the python
@@ -120,7 +105,7 @@ spec:
 #[test]
 fn the_injected_pod_runs_with_its_traffic_captured_and_governed() {
     let _one = ONE_POD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tools();
+    ok(injected::require_tools());
     let scenario = ok(Scenario::start(
         "kpod",
         "research-agent.yaml",
@@ -171,17 +156,7 @@ fn the_injected_pod_runs_with_its_traffic_captured_and_governed() {
     assert!(!resp.contains("x-upstream"), "{resp}");
 
     // The sidecar counted the refusal, and the controller served it as the pod.
-    let metrics = text(&exec_as(
-        agent,
-        0,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:16020/metrics",
-        ],
-    ));
+    let metrics = injected::sidecar_metrics(agent);
     assert!(
         metric(
             &metrics,
@@ -225,7 +200,7 @@ fn the_injected_pod_runs_with_its_traffic_captured_and_governed() {
 #[test]
 fn an_injected_pod_with_inbound_capture_is_called_through_its_sidecar() {
     let _one = ONE_POD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tools();
+    ok(injected::require_tools());
     let scenario = ok(Scenario::start(
         "kinb",
         "inbound-agent.yaml",
@@ -320,7 +295,7 @@ fn an_injected_pod_with_inbound_capture_is_called_through_its_sidecar() {
 #[test]
 fn the_injected_classic_sidecar_holds_the_app_back_and_drains_on_delete() {
     let _one = ONE_POD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tools();
+    ok(injected::require_tools());
     let scenario = ok(Scenario::start(
         "kcls",
         "classic-agent.yaml",

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agentmesh_e2e::injected::{CONTROLLER_SERVICE, injected_manifest, pods_dir};
+use agentmesh_e2e::injected::{self, CONTROLLER_SERVICE, injected_manifest, pods_dir};
 use agentmesh_e2e::kubelet::{ApiObjects, EventKind, Image, ImageTable, Kubelet};
 use agentmesh_e2e::sidecar::{self, SERVER_UID, Scratch, exec_as, fixture, metric, text};
 use agentmesh_e2e::{Cluster, Daemon, wait_for};
@@ -86,18 +86,7 @@ spec:
 
 #[test]
 fn an_injected_pod_s_https_call_is_intercepted_with_a_controller_issued_ca() {
-    ok(agentmesh_e2e::require_root());
-    ok(sidecar::require_tools(&[
-        "ip",
-        "iptables",
-        "ip6tables",
-        "setpriv",
-        "timeout",
-        "mount",
-        "curl",
-        "bash",
-        "/usr/bin/python3",
-    ]));
+    ok(injected::require_tools());
     let manifest = ok(injected_manifest(&pods_dir().join("intercept-agent.yaml")));
     let pod_spec = ok(Kubelet::parse(&manifest));
 
@@ -219,17 +208,7 @@ fn an_injected_pod_s_https_call_is_intercepted_with_a_controller_issued_ca() {
 
     // The sidecar intercepted it with a leaf from an intermediate the controller signed
     // for this pod.
-    let metrics = text(&exec_as(
-        agent,
-        0,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:16020/metrics",
-        ],
-    ));
+    let metrics = injected::sidecar_metrics(agent);
     assert!(
         metric(
             &metrics,
