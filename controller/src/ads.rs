@@ -61,13 +61,7 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        self.auth
-            .check(request.remote_addr(), authorization.as_deref())?;
+        let authorization = self.auth.check_request(&request)?;
         let mut requests = request.into_inner();
         let first = requests
             .message()

@@ -112,6 +112,18 @@ impl Auth {
         }
     }
 
+    /// [`Auth::check`] on a gRPC request's peer and `authorization` metadata; returns
+    /// that header, for [`Auth::admit`] once the node id is read.
+    pub fn check_request<T>(&self, request: &tonic::Request<T>) -> Result<Option<String>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.check(request.remote_addr(), authorization.as_deref())?;
+        Ok(authorization)
+    }
+
     /// Checks that the client `check` let in may receive `node`'s configuration (only
     /// [`Auth::TokenReview`] ties a credential to a node).
     pub async fn admit(&self, node: &NodeId, authorization: Option<&str>) -> Result<(), Status> {

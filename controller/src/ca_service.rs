@@ -59,13 +59,7 @@ impl MeshCertificates for MeshCaServer {
         &self,
         request: Request<SignIntermediateRequest>,
     ) -> Result<Response<SignIntermediateResponse>, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        self.auth
-            .check(request.remote_addr(), authorization.as_deref())?;
+        let authorization = self.auth.check_request(&request)?;
         let request = request.into_inner();
         let node = NodeId::parse(&request.node_id)?;
         self.auth.admit(&node, authorization.as_deref()).await?;
