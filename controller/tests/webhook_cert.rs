@@ -653,34 +653,6 @@ async fn a_replaced_ca_stays_in_the_ca_bundle_until_the_overlap_ends() {
     assert!(verifies(&bundle, &served_by_others.cert, name).is_err());
 }
 
-/// `promtool check metrics` (Prometheus's own linter) on `text`; any finding fails.
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is missing: run scripts/install-test-deps.sh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "promtool: {findings}\n{text}"
-    );
-}
-
 /// The value of the sample `series` (name and labels, as printed) in `metrics`.
 fn sample(metrics: &str, series: &str) -> Option<i64> {
     metrics.lines().find_map(|line| {
@@ -730,7 +702,7 @@ async fn metrics_report_the_certificates_expiry_rotations_and_failures() {
     let failures = "agentmesh_webhook_certificate_failures_total";
 
     let metrics = scrape().await;
-    promtool_accepts(&metrics);
+    agentmesh_e2e::promtool::assert_accepts(&metrics);
     assert_eq!(
         sample(&metrics, expiry),
         Some(unix_seconds(issue::not_after(&held.cert).unwrap())),
@@ -764,7 +736,7 @@ async fn metrics_report_the_certificates_expiry_rotations_and_failures() {
         },
     )
     .await;
-    promtool_accepts(&metrics);
+    agentmesh_e2e::promtool::assert_accepts(&metrics);
     assert_eq!(
         sample(&metrics, expiry),
         Some(unix_seconds(issue::not_after(&renewed.cert).unwrap()))
@@ -785,7 +757,7 @@ async fn metrics_report_the_certificates_expiry_rotations_and_failures() {
         },
     )
     .await;
-    promtool_accepts(&metrics);
+    agentmesh_e2e::promtool::assert_accepts(&metrics);
     drop(controller);
 }
 
@@ -839,7 +811,7 @@ async fn metrics_report_the_expiry_of_cert_managers_files() {
             .map(|(_, body)| body)
     })
     .await;
-    promtool_accepts(&metrics);
+    agentmesh_e2e::promtool::assert_accepts(&metrics);
     assert_eq!(
         sample(
             &metrics,

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub mod injected;
 pub mod kubelet;
+pub mod promtool;
 pub mod sidecar;
 
 /// A harness failure, with the command and what it printed.

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -598,40 +597,6 @@ fn startup_on_a_busy_port_exits_non_zero_naming_the_bind() {
     );
 }
 
-/// Runs `promtool check metrics` on `text`; fails (never skips) without promtool.
-fn assert_promtool_accepts(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("promtool missing: run scripts/install-test-deps.sh")
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "promtool rejected /metrics ({}):\n{findings}\n--- scraped ---\n{text}",
-        out.status
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_and_carry_request_and_upstream_labels() {
     let up = TestUpstream::start("one").await;
@@ -662,7 +627,7 @@ async fn metrics_pass_promtool_and_carry_request_and_upstream_labels() {
     );
 
     let text = proxy.metrics_text();
-    assert_promtool_accepts(&text);
+    agentmesh_e2e::promtool::assert_accepts(&text);
 
     let ok = [
         ("listener", "main/http"),

@@ -470,7 +470,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::exposition::tests::assert_promtool_accepts;
+    use agentmesh_e2e::promtool::assert_accepts as assert_promtool_accepts;
 
     fn sample_request() -> RequestLabels {
         RequestLabels {
