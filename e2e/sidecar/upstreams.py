@@ -6,6 +6,9 @@ Services (all listen on every IPv4 and IPv6 address of the pod):
 - `http`: HTTP/1.1 server that answers every GET with the request headers it received,
   one `name: value` line each (names lower-cased), plus `x-upstream: <pod>` on the
   response (POD names the pod), so a client sees exactly what reached the upstream;
+- `https`: the same over TLS (ALPN http/1.1), with the certificate chain and key named by
+  the environment variables UPSTREAMS_TLS_CERT and UPSTREAMS_TLS_KEY (PEM files): a
+  provider whose real certificate a sidecar must verify when it re-encrypts;
 - `echo`: TCP echo, byte for byte, until the client closes (opaque TCP);
 - `banner`: a server-speaks-first service: sends `220 POD ready` on connect, answers
   `QUIT` with `221 bye`.
@@ -13,7 +16,9 @@ Services (all listen on every IPv4 and IPv6 address of the pod):
 Prints `ready` once every socket listens. Runs as an unprivileged user; stops on SIGTERM.
 """
 
+import os
 import socket
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,13 +84,26 @@ def banner(conn):
             conn.sendall(b"221 bye\r\n")
 
 
+def tls_context():
+    try:
+        cert, key = os.environ["UPSTREAMS_TLS_CERT"], os.environ["UPSTREAMS_TLS_KEY"]
+    except KeyError as missing:
+        raise SystemExit(f"service https needs the environment variable {missing}")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 def main():
     threads = []
     for spec in sys.argv[2:]:
         service, port = spec.split(":")
         port = int(port)
-        if service == "http":
+        if service in ("http", "https"):
             server = DualStackHTTPServer(("::", port), HeaderEcho)
+            if service == "https":
+                server.socket = tls_context().wrap_socket(server.socket, server_side=True)
             threads.append(threading.Thread(target=server.serve_forever, daemon=True))
         elif service in ("echo", "banner"):
             handle = echo if service == "echo" else banner

@@ -113,25 +113,20 @@ fn an_injected_pod_s_https_call_is_intercepted_with_a_controller_issued_ca() {
     ok(cluster.add_host(CONTROLLER_SERVICE, cluster.pod("cp").ipv4.into()));
 
     // The provider: HTTPS with a certificate for `llm` from its own CA.
-    let echo = fixture("https_echo.py").display().to_string();
-    let cert = fixture("certs/llm.crt").display().to_string();
-    let key = fixture("certs/llm.key").display().to_string();
+    let upstreams = fixture("upstreams.py").display().to_string();
+    let service = format!("https:{PROVIDER_PORT}");
     let llm = cluster.pod("llm");
+    let mut server = llm.ns.command_as(
+        SERVER_UID,
+        SERVER_UID,
+        &["/usr/bin/python3", "-u", &upstreams, "llm", &service],
+    );
+    server
+        .env("UPSTREAMS_TLS_CERT", fixture("certs/llm.crt"))
+        .env("UPSTREAMS_TLS_KEY", fixture("certs/llm.key"));
     let mut provider = ok(Daemon::spawn(
         "provider",
-        llm.ns.command_as(
-            SERVER_UID,
-            SERVER_UID,
-            &[
-                "/usr/bin/python3",
-                "-u",
-                &echo,
-                "llm",
-                PROVIDER_PORT,
-                &cert,
-                &key,
-            ],
-        ),
+        server,
         &scratch.path("provider.log"),
     ));
     let up = wait_for(Duration::from_secs(30), || {
