@@ -14,6 +14,7 @@ pub mod listen;
 pub mod mcp;
 pub mod policy;
 pub mod telemetry;
+pub mod workers;
 
 /// An error type that can cross task and module boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -144,9 +144,10 @@ struct RunArgs {
     /// Do not reload the config file when it changes.
     #[arg(long)]
     no_watch: bool,
-    /// Threads serving traffic. 0 (the default): one per CPU the process may use. With
-    /// one, a single-thread scheduler runs everything, which costs noticeably less CPU per
-    /// request than a one-worker multi-thread scheduler (see e2e/bench/README.md).
+    /// Threads serving traffic. 0 (the default): one per CPU the process may use. Each
+    /// thread runs a scheduler of its own and serves the connections it is given for
+    /// their whole life, with its own upstream connections, so no request moves between
+    /// threads.
     #[arg(long, default_value_t = 0, env = "AGENTMESH_WORKER_THREADS")]
     worker_threads: usize,
     /// Sidecar mode: addresses of the outbound capture listener, where iptables
@@ -329,27 +330,27 @@ fn run(args: RunArgs) -> ExitCode {
         watch: !args.no_watch,
         sidecar,
     };
-    // One thread (asked for, or a pinned sidecar or a container limited to one core): a
-    // single-thread scheduler does the same work without work-stealing's cross-thread
-    // wake-ups, measured at about 20% less CPU per request.
+    // Every serving thread runs a single-thread scheduler and keeps the connections it
+    // is given (see `workers`): the calling thread runs the main runtime and is the
+    // first worker.
     let threads = match args.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = agentmesh_proxy::workers::start(threads, runtime.handle().clone()) {
+        eprintln!("error: cannot start {threads} worker threads: {e}");
+        return ExitCode::FAILURE;
+    }
     match runtime.block_on(app::run(opts, logs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -267,7 +267,9 @@ backends:
         backend_yaml(&plain),
         backend_yaml(&named)
     );
-    let proxy = Proxy::start(&yaml);
+    // One serving thread, so every client connection shares one upstream pool (each
+    // thread has its own: tests/workers.rs).
+    let proxy = Proxy::start_with(&yaml, &["--worker-threads", "1"]);
     let logs = || proxy.logs();
 
     // HTTP/1.1 (hyper).

@@ -295,7 +295,12 @@ async fn http2_backend_is_reached_with_prior_knowledge_from_an_http1_client() {
         "- name: h2\n  host: {{ address: \"{}\", protocol: HTTP2 }}",
         up.addr
     );
-    let proxy = Proxy::start(&simple_config(port, &route_all("all", "h2"), &backends));
+    // One serving thread: each keeps its own upstream connections (tests/workers.rs), so
+    // "one HTTP/2 connection" holds per thread.
+    let proxy = Proxy::start_with(
+        &simple_config(port, &route_all("all", "h2"), &backends),
+        &["--worker-threads", "1"],
+    );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let got = client::get(addr, "example.com", "/anything").await;
     assert_eq!(got.status, 200, "{}", proxy.logs());

@@ -358,7 +358,7 @@ impl Listeners {
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let key = key.clone();
-            tokio::spawn(async move { this.handle_tcp(key, tcp, peer).await });
+            crate::workers::spawn_connection(tcp, move |tcp| this.handle_tcp(key, tcp, peer));
         }
     }
 

@@ -66,6 +66,11 @@ struct BindLabelSet {
 }
 
 #[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
+struct WorkerLabelSet {
+    worker: u32,
+}
+
+#[derive(EncodeLabelSet, Clone, Hash, Eq, PartialEq, Debug)]
 struct BackendLabelSet {
     backend: String,
 }
@@ -98,6 +103,7 @@ pub struct Metrics {
     connection_errors: Family<ConnectionErrorLabelSet, Counter>,
     connections: Family<BindLabelSet, Counter>,
     connections_active: Family<BindLabelSet, Gauge>,
+    worker_connections_active: Family<WorkerLabelSet, Gauge>,
     upstream_connections: Family<BackendLabelSet, Counter>,
     upstream_connections_active: Family<BackendLabelSet, Gauge>,
     upstream_connect_errors: Family<BackendLabelSet, Counter>,
@@ -127,11 +133,16 @@ impl std::fmt::Debug for Metrics {
 #[must_use = "the connection stops being counted as active when the guard is dropped"]
 pub struct ConnectionGuard {
     active: Gauge,
+    /// The serving thread's gauge, for client connections.
+    worker: Option<Gauge>,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.active.dec();
+        if let Some(worker) = &self.worker {
+            worker.dec();
+        }
     }
 }
 
@@ -233,6 +244,13 @@ impl Metrics {
             "Client connections currently open, by bind",
             connections_active.clone(),
         );
+        let worker_connections_active = Family::<WorkerLabelSet, Gauge>::default();
+        registry.register(
+            "worker_connections_active",
+            "Client connections currently open, by the serving thread (--worker-threads) \
+             that serves them",
+            worker_connections_active.clone(),
+        );
         let upstream_connections = Family::<BackendLabelSet, Counter>::default();
         registry.register(
             "upstream_connections",
@@ -307,6 +325,7 @@ impl Metrics {
             connection_errors,
             connections,
             connections_active,
+            worker_connections_active,
             upstream_connections,
             upstream_connections_active,
             upstream_connect_errors,
@@ -385,7 +404,16 @@ impl Metrics {
         self.connections.get_or_create(&set).inc();
         let active = self.connections_active.get_or_create_owned(&set);
         active.inc();
-        ConnectionGuard { active }
+        let worker = self
+            .worker_connections_active
+            .get_or_create_owned(&WorkerLabelSet {
+                worker: u32::try_from(crate::workers::current()).unwrap_or(u32::MAX),
+            });
+        worker.inc();
+        ConnectionGuard {
+            active,
+            worker: Some(worker),
+        }
     }
 
     /// Counts a connection opened to `backend`; it stays counted as active until the
@@ -397,7 +425,10 @@ impl Metrics {
         self.upstream_connections.get_or_create(&set).inc();
         let active = self.upstream_connections_active.get_or_create_owned(&set);
         active.inc();
-        ConnectionGuard { active }
+        ConnectionGuard {
+            active,
+            worker: None,
+        }
     }
 
     /// Counts a failed attempt to connect to `backend`.

@@ -14,6 +14,10 @@
 //! connections are closed after [`POOL_IDLE_TIMEOUT`] by a small task that runs only
 //! while some are kept: it looks at the list a few times per timeout and counts how many
 //! looks in a row found each connection idle, so parking one reads no clock.
+//!
+//! Each serving thread ([`crate::workers`]) has a share of the pool of its own: a
+//! connection is driven by a task on the thread that opened it, and only requests served
+//! on that thread use it, so sending a request never wakes another thread.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -70,16 +74,22 @@ struct State {
     reaping: bool,
 }
 
+/// One serving thread's share of a backend's connections.
+struct Shard {
+    state: Mutex<State>,
+    /// Serializes opening the shared HTTP/2 connection, so a burst of first requests
+    /// opens one connection, not one each.
+    http2_connecting: tokio::sync::Mutex<()>,
+}
+
 /// The connection pool of one backend.
 pub(super) struct ConnPool {
     transport: Arc<Transport>,
     /// HTTP/2 with prior knowledge on every connection (else HTTP/1.1, or HTTP/2 when TLS
     /// ALPN picks it).
     http2_only: bool,
-    state: Mutex<State>,
-    /// Serializes opening the shared HTTP/2 connection, so a burst of first requests
-    /// opens one connection, not one each.
-    http2_connecting: tokio::sync::Mutex<()>,
+    /// One share per serving thread, indexed by [`crate::workers::current`].
+    shards: Box<[Shard]>,
 }
 
 impl ConnPool {
@@ -87,17 +97,34 @@ impl ConnPool {
         Arc::new(ConnPool {
             transport: Arc::new(transport),
             http2_only,
-            state: Mutex::new(State {
-                http1: Vec::new(),
-                http2: None,
-                reaping: false,
-            }),
-            http2_connecting: tokio::sync::Mutex::new(()),
+            shards: (0..crate::workers::count())
+                .map(|_| Shard {
+                    state: Mutex::new(State {
+                        http1: Vec::new(),
+                        http2: None,
+                        reaping: false,
+                    }),
+                    http2_connecting: tokio::sync::Mutex::new(()),
+                })
+                .collect(),
         })
     }
 
+    /// The calling thread's share.
+    fn shard(&self) -> (usize, &Shard) {
+        // Modulo: a thread that is not a worker is worker 0, and a pool built before the
+        // workers started has one share.
+        let i = crate::workers::current() % self.shards.len();
+        (i, &self.shards[i])
+    }
+
+    /// The calling thread's connections.
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shard()
+            .1
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A sender ready for a request: the open HTTP/2 connection, else the most recently
@@ -107,7 +134,7 @@ impl ConnPool {
             return Ok(checkout);
         }
         if self.http2_only {
-            let _one_at_a_time = self.http2_connecting.lock().await;
+            let _one_at_a_time = self.shard().1.http2_connecting.lock().await;
             // Someone else may have opened it while this one waited.
             if let Some(checkout) = self.take_pooled() {
                 return Ok(checkout);
@@ -201,6 +228,7 @@ impl ConnPool {
         if sender.is_closed() {
             return;
         }
+        let (shard, _) = self.shard();
         let mut state = self.state();
         if state.http1.len() >= POOL_MAX_IDLE_PER_HOST {
             // Full: the oldest goes (it finishes any response it is carrying first).
@@ -212,7 +240,7 @@ impl ConnPool {
         });
         if !state.reaping {
             state.reaping = true;
-            tokio::spawn(reap(Arc::downgrade(self), POOL_IDLE_TIMEOUT));
+            tokio::spawn(reap(Arc::downgrade(self), shard, POOL_IDLE_TIMEOUT));
         }
     }
 
@@ -238,14 +266,17 @@ const REAP_LOOKS_PER_TIMEOUT: u32 = 4;
 /// A connection is closed at the look that finds it idle for the
 /// `REAP_LOOKS_PER_TIMEOUT + 1`th time in a row: it went idle before the first of those
 /// looks, so it has been idle for at least `idle_timeout` (and less than a period more).
-async fn reap(pool: Weak<ConnPool>, idle_timeout: Duration) {
+async fn reap(pool: Weak<ConnPool>, shard: usize, idle_timeout: Duration) {
     let period = idle_timeout / REAP_LOOKS_PER_TIMEOUT;
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        let mut state = pool.state();
+        let mut state = pool.shards[shard]
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         state.http1.retain_mut(|parked| {
             if parked.sender.is_closed() {
                 return false;

@@ -385,7 +385,8 @@ impl Shared {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            tokio::spawn(self.clone().handle(tcp, peer));
+            let this = self.clone();
+            crate::workers::spawn_connection(tcp, move |tcp| this.handle(tcp, peer));
         }
     }
 
