@@ -179,6 +179,8 @@ am_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # clock ticks (getconf CLK_TCK per second). The command name in /proc/PID/stat may hold
 # spaces, so fields are counted after its closing parenthesis.
 am_cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# am_user_ticks PID: the user-space part of the same.
+am_user_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 }'; }
 
 # am_wait_tcp PORT SECONDS [PID]: wait until something accepts TCP connections on
 # 127.0.0.1:PORT, for at most SECONDS; with PID, give up as soon as that process exits.

@@ -50,8 +50,11 @@ EOF
 # passed through.
 bench_run_wrk() {
   local test=$1 path=$2 conns=$3 threads=$4 secs=$5 script=$6 url=$7 pid=${8:-}
-  local raw=$RAW/$test-$path.txt ticks_before=0
-  [[ -n $pid ]] && ticks_before=$(am_cpu_ticks "$pid")
+  local raw=$RAW/$test-$path.txt ticks_before=0 user_before=0
+  if [[ -n $pid ]]; then
+    ticks_before=$(am_cpu_ticks "$pid")
+    user_before=$(am_user_ticks "$pid")
+  fi
   # timeout: wrk stops itself after -d, this is the guard if it hangs.
   timeout -k 5 $((secs + 30)) "${LOAD_WRAP[@]}" wrk -t"$threads" -c"$conns" -d"${secs}s" \
     --timeout 5s -s "$script" "$url" >"$raw" 2>&1 ||
@@ -68,10 +71,14 @@ bench_run_wrk() {
   if [[ -n $pid ]]; then
     # The process's own CPU cost per request: a figure that does not depend on whether
     # the load generator or the server core was the bottleneck.
-    local hz ticks
+    local hz ticks user
     hz=$(getconf CLK_TCK)
     ticks=$(($(am_cpu_ticks "$pid") - ticks_before))
+    user=$(($(am_user_ticks "$pid") - user_before))
     R[$path.$test.cpu_us]=$(awk -v t="$ticks" -v hz="$hz" -v n="$requests" \
+      'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+    # Of which user space (the rest is the kernel: socket reads, writes, wake-ups).
+    R[$path.$test.user_us]=$(awk -v t="$user" -v hz="$hz" -v n="$requests" \
       'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
     R[$path.$test.cpu_pct]=$(awk -v t="$ticks" -v hz="$hz" -v d="$duration_us" \
       'BEGIN { printf "%.0f", (d > 0 ? t * 1e8 / hz / d : 0) }')

@@ -282,15 +282,16 @@ report() {
   done
   if ((${#TARGETS[@]} > 1)); then
     echo
-    printf '%-11s | %9s %9s | %9s %9s | %10s | %s\n' "vs direct" "+p50 us" "+p99 us" "+p50 us" "+p99 us" throughput "proxy CPU/req"
-    printf -- '------------+---------------------+---------------------+------------+--------------\n'
+    printf '%-11s | %9s %9s | %9s %9s | %10s | %s\n' "vs direct" "+p50 us" "+p99 us" "+p50 us" "+p99 us" throughput "proxy CPU/req (user)"
+    printf -- '------------+---------------------+---------------------+------------+---------------------\n'
     for t in "${TARGETS[@]:1}"; do
-      printf '%-11s | %9s %9s | %9s %9s | %10s | %9s us\n' "$t" \
+      printf '%-11s | %9s %9s | %9s %9s | %10s | %7s us (%s)\n' "$t" \
         "$(delta "$t" lat1.p50)" \
         "$(delta "$t" lat1.p99)" \
         "$(delta "$t" rate.p50)" \
         "$(delta "$t" rate.p99)" \
-        "$(ratio "${R[$t.max.rps]}" "${R[direct.max.rps]}")" "${R[$t.max.cpu_us]}"
+        "$(ratio "${R[$t.max.rps]}" "${R[direct.max.rps]}")" "${R[$t.max.cpu_us]}" \
+        "${R[$t.max.user_us]}"
     done
   fi
   echo
