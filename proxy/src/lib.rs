@@ -13,6 +13,7 @@ pub mod http;
 pub mod listen;
 pub mod mcp;
 pub mod policy;
+pub mod tcp;
 pub mod telemetry;
 pub mod workers;
 

@@ -30,6 +30,7 @@ use self::head_timer::HeadReadTimer;
 use crate::config::Store;
 use crate::config::ir::{Bind, Config, Settings};
 use crate::http::service::{ConnContext, HttpService};
+use crate::tcp::SendStream;
 use crate::telemetry::metrics::{ConnectionErrorReason, ConnectionGuard, Metrics};
 
 /// How long a client may take to send a request head.
@@ -385,25 +386,30 @@ impl Listeners {
                     orig_dst: None,
                 };
                 let service = self.http_service(&ctx);
-                self.serve(tcp, service, ctx, settings, counted).await;
+                self.serve(SendStream(tcp), service, ctx, settings, counted)
+                    .await;
             }
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                let stream =
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(bind = %key, %peer, error = %e, "TLS handshake failed");
-                            self.metrics
-                                .record_connection_error(&key, ConnectionErrorReason::TlsHandshake);
-                            return;
-                        }
-                        Err(_) => {
-                            self.metrics
-                                .record_connection_error(&key, ConnectionErrorReason::Timeout);
-                            return;
-                        }
-                    };
+                let stream = match tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    acceptor.accept(SendStream(tcp)),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(bind = %key, %peer, error = %e, "TLS handshake failed");
+                        self.metrics
+                            .record_connection_error(&key, ConnectionErrorReason::TlsHandshake);
+                        return;
+                    }
+                    Err(_) => {
+                        self.metrics
+                            .record_connection_error(&key, ConnectionErrorReason::Timeout);
+                        return;
+                    }
+                };
                 let sni = stream
                     .get_ref()
                     .1

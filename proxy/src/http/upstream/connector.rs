@@ -18,6 +18,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::tls::TlsOrigination;
+use crate::tcp::SendStream;
 
 /// TCP keep-alive probes on idle upstream connections, so a silently dead peer is found.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -131,10 +132,10 @@ impl Transport {
         };
         configure_socket(&tcp);
         let Some(tls) = &self.tls else {
-            return Ok((Stream::Plain(tcp), false));
+            return Ok((Stream::Plain(SendStream(tcp)), false));
         };
         let session = TlsConnector::from(tls.config.clone())
-            .connect(tls.server_name.clone(), tcp)
+            .connect(tls.server_name.clone(), SendStream(tcp))
             .await
             .map_err(ConnectError::Tls)?;
         let negotiated_h2 = session.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
@@ -156,8 +157,9 @@ fn configure_socket(tcp: &TcpStream) {
 
 /// The byte stream of an upstream connection: plain TCP or TLS over TCP.
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// Vectored writes as `sendmsg` (hyper writes every request that way).
+    Plain(SendStream),
+    Tls(Box<TlsStream<SendStream>>),
 }
 
 /// One established upstream connection, as a pooled connection's task holds it.
