@@ -2,7 +2,9 @@
 //!
 //! With more than one thread the proxy does not use tokio's work-stealing scheduler:
 //! every thread runs a runtime of its own and each accepted connection is handed to one
-//! of them, round robin, for its whole life. The connection's tasks (HTTP serving, the
+//! of them for its whole life: the one serving the fewest connections, ties taken in
+//! turn. (Round robin alone would leave one thread with the long-lived connections, an
+//! MCP event stream or a WebSocket, while the other's short ones come and go.) The connection's tasks (HTTP serving, the
 //! upstream connections it opens, timers) then all run on that thread, and the upstream
 //! pool keeps one share of connections per thread ([`current`]), so a request never
 //! wakes another thread. Work stealing moved tasks between the threads and woke one
@@ -24,8 +26,31 @@ use tokio::runtime::Handle;
 struct Workers {
     /// Every worker's runtime, worker 0's (the main runtime) first.
     runtimes: Vec<Handle>,
-    /// Round-robin position for the next connection.
+    /// How many connections each worker is serving.
+    open: Box<[AtomicUsize]>,
+    /// Where the next search for the least busy worker starts, so ties rotate.
     next: AtomicUsize,
+}
+
+impl Workers {
+    /// The worker serving the fewest connections; among equals, the first from `next`.
+    fn pick(&self) -> usize {
+        let n = self.runtimes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|i| (start + i) % n)
+            .min_by_key(|&w| self.open[w].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
+/// Counts a connection as served by its worker until the task serving it ends.
+struct Serving(&'static AtomicUsize);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 static WORKERS: OnceLock<Workers> = OnceLock::new();
@@ -70,6 +95,7 @@ pub fn start(threads: usize, main: Handle) -> std::io::Result<()> {
     }
     WORKERS
         .set(Workers {
+            open: runtimes.iter().map(|_| AtomicUsize::new(0)).collect(),
             runtimes,
             next: AtomicUsize::new(0),
         })
@@ -86,8 +112,8 @@ pub fn current() -> usize {
     CURRENT.with(Cell::get)
 }
 
-/// Serves an accepted connection on the next worker: `serve(tcp)` runs there as a task
-/// of that worker's runtime, with the socket registered with that runtime.
+/// Serves an accepted connection on the least busy worker: `serve(tcp)` runs there as a
+/// task of that worker's runtime, with the socket registered with that runtime.
 pub fn spawn_connection<F, Fut>(tcp: TcpStream, serve: F)
 where
     F: FnOnce(TcpStream) -> Fut + Send + 'static,
@@ -97,9 +123,14 @@ where
         tokio::spawn(serve(tcp));
         return;
     };
-    let pick = workers.next.fetch_add(1, Ordering::Relaxed) % workers.runtimes.len();
+    let pick = workers.pick();
+    workers.open[pick].fetch_add(1, Ordering::Relaxed);
+    let serving = Serving(&workers.open[pick]);
     if pick == current() {
-        tokio::spawn(serve(tcp));
+        tokio::spawn(async move {
+            let _serving = serving;
+            serve(tcp).await;
+        });
         return;
     }
     // A tokio socket belongs to the runtime it was registered with: hand over the
@@ -112,6 +143,7 @@ where
         }
     };
     workers.runtimes[pick].spawn(async move {
+        let _serving = serving;
         match TcpStream::from_std(std) {
             Ok(tcp) => serve(tcp).await,
             Err(e) => tracing::warn!(error = %e, "worker cannot take an accepted connection"),

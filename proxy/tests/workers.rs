@@ -1,5 +1,5 @@
 //! Serving threads (`--worker-threads`), through the real binary: client connections
-//! are spread over the workers (the per-worker gauge shows where), each worker reuses
+//! go to the least busy worker (the per-worker gauge shows where), each worker reuses
 //! its own upstream connections, a reload reaches every worker, and a SIGTERM drain
 //! waits for requests in flight on any of them.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -93,7 +93,8 @@ async fn connections_spread_over_workers_that_keep_their_own_upstream_connection
     let port = free_port();
     let proxy = Proxy::start_with(&config(port, up.addr, "v1"), &["--worker-threads", "2"]);
 
-    // Four client connections, round robin: two on each worker.
+    // Four client connections: the least busy worker each time, ties in turn, so they
+    // alternate, two on each worker.
     let mut conns: Vec<Conn> = (0..4).map(|_| Conn::open(port)).collect();
     for conn in &mut conns {
         let (status, tag, _) = conn.get("/first");
@@ -134,8 +135,26 @@ async fn connections_spread_over_workers_that_keep_their_own_upstream_connection
         proxy.logs()
     );
 
+    // The two connections of worker 1 close: the next two both go to worker 1, now the
+    // least busy (taking turns would have put one on worker 0).
+    let (mut on_0, on_1): (Vec<_>, Vec<_>) =
+        conns.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    drop(on_1);
+    assert!(
+        eventually(LIMIT, || worker_gauge(&proxy, "1") == 0.0),
+        "{}",
+        proxy.metrics_text()
+    );
+    for _ in 0..2 {
+        let mut conn = Conn::open(port);
+        assert_eq!(conn.get("/again").0, 200);
+        on_0.push((0, conn));
+    }
+    assert_eq!(worker_gauge(&proxy, "0"), 2.0, "{}", proxy.metrics_text());
+    assert_eq!(worker_gauge(&proxy, "1"), 2.0, "{}", proxy.metrics_text());
+
     // Closed connections leave both gauges.
-    drop(conns);
+    drop(on_0);
     assert!(
         eventually(LIMIT, || worker_gauge(&proxy, "0") == 0.0
             && worker_gauge(&proxy, "1") == 0.0),
