@@ -82,6 +82,12 @@ struct Shard {
     http2_connecting: tokio::sync::Mutex<()>,
 }
 
+impl Shard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The connection pool of one backend.
 pub(super) struct ConnPool {
     transport: Arc<Transport>,
@@ -120,11 +126,7 @@ impl ConnPool {
 
     /// The calling thread's connections.
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shard()
-            .1
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shard().1.lock()
     }
 
     /// A sender ready for a request: the open HTTP/2 connection, else the most recently
@@ -228,8 +230,8 @@ impl ConnPool {
         if sender.is_closed() {
             return;
         }
-        let (shard, _) = self.shard();
-        let mut state = self.state();
+        let (shard, share) = self.shard();
+        let mut state = share.lock();
         if state.http1.len() >= POOL_MAX_IDLE_PER_HOST {
             // Full: the oldest goes (it finishes any response it is carrying first).
             state.http1.remove(0);
@@ -273,10 +275,7 @@ async fn reap(pool: Weak<ConnPool>, shard: usize, idle_timeout: Duration) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        let mut state = pool.shards[shard]
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = pool.shards[shard].lock();
         state.http1.retain_mut(|parked| {
             if parked.sender.is_closed() {
                 return false;
